@@ -1,0 +1,1 @@
+"""Ingest benchmark pieces: the input generator and the naive baseline."""

@@ -1,0 +1,190 @@
+"""Token and sentence counts for stored documents, fast enough for the ingest hot path.
+
+Word tokens come from spaCy's rule-based English tokenizer (`spacy.blank("en")`, no model),
+adjusted so that cleaning placeholders such as `<URL>` and whole emoji (skin tones, ZWJ families,
+flags) are one token each. Sentences come from NLTK's Punkt, which needs no data download: the
+default splitter knows a built-in list of abbreviations, and `train_sentence_splitter` learns
+more (and which words start sentences) from a sample of the ingested corpus.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterable, Sequence
+from functools import lru_cache
+from itertools import islice
+from typing import Any
+
+from nltk.tokenize.punkt import PunktParameters, PunktSentenceTokenizer, PunktTrainer
+
+__all__ = [
+    "DEFAULT_ABBREVIATIONS",
+    "SentenceSplitter",
+    "count_tokens",
+    "default_splitter",
+    "train_sentence_splitter",
+]
+
+#: Abbreviations Punkt must not end a sentence after: lower case, final period dropped.
+DEFAULT_ABBREVIATIONS = frozenset(
+    {
+        # companies and legal forms
+        "corp", "inc", "ltd", "co", "plc", "oyj", "abp", "llc", "l.p", "lp", "n.v", "s.a", "a.s",
+        "ag", "bhd", "pty", "cos", "bros", "assn", "intl", "mfg", "dept", "govt",
+        # people
+        "mr", "mrs", "ms", "dr", "prof", "sr", "jr", "st", "messrs", "gen", "sen", "gov",
+        # money, quantities, references
+        "approx", "est", "no", "nos", "vol", "fig", "pct", "mln", "bln", "mn", "bn", "tel", "ext",
+        "acct", "ref", "min", "max", "avg", "qty", "ave", "blvd", "rd",
+        # latin and compounds
+        "vs", "etc", "e.g", "i.e", "cf", "viz", "a.m", "p.m", "u.s", "u.k", "u.s.a", "e.u",
+        # months and days
+        "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec",
+        "mon", "tue", "tues", "wed", "thu", "thur", "thurs", "fri", "sat", "sun",
+    }
+)  # fmt: skip
+
+_PLACEHOLDER = r"<[A-Z][A-Z0-9_]*>"
+_FLAG = r"[\U0001F1E6-\U0001F1FF]{2}"
+_EMOJI_TAIL = r"[\U0001F3FB-\U0001F3FF\uFE0F\u20E3]*"
+# Sentence-final punctuation followed by more text, or a line break followed by more text.
+_CANDIDATE = re.compile(r"[.!?\u2026][\"'\u2019\u201d)\]]*\s+\S|\n\s*\S")
+# A line break inside a sentence: a word or comma before it and a lower-case word after it.
+_SOFT_BREAK = re.compile(r"(?<=[\w,;:\-])[ \t]*\n\s*(?=[a-z])")
+_HARD_BREAK = re.compile(r"[ \t]*\n\s*")
+# Segments with nothing but tags, mentions, placeholders, links, emoji and punctuation.
+_NOT_CONTENT = re.compile(r"[#@$]\w+|<[A-Z][A-Z0-9_]*>|(?:https?://|www\.)\S+")
+_WORD_CHAR = re.compile(r"[^\W_]")
+
+_lock = threading.Lock()
+_tokenizer: Any = None
+
+
+def _build_tokenizer() -> Any:
+    import spacy
+    from spacy.lang.char_classes import LIST_ICONS
+    from spacy.util import compile_infix_regex, compile_prefix_regex, compile_suffix_regex
+
+    nlp = spacy.blank("en")
+    icon = LIST_ICONS[0]
+    emoji = rf"(?:{_FLAG}|{icon}{_EMOJI_TAIL}(?:\u200d{icon}{_EMOJI_TAIL})*)"
+
+    def patched(entries: Iterable[str]) -> list[str]:
+        return [_PLACEHOLDER] + [emoji if e == icon else e for e in entries]
+
+    tokenizer = nlp.tokenizer
+    tokenizer.prefix_search = compile_prefix_regex(patched(nlp.Defaults.prefixes)).search
+    tokenizer.suffix_search = compile_suffix_regex(patched(nlp.Defaults.suffixes)).search
+    tokenizer.infix_finditer = compile_infix_regex(patched(nlp.Defaults.infixes)).finditer
+    return tokenizer
+
+
+def _get_tokenizer() -> Any:
+    global _tokenizer
+    if _tokenizer is None:
+        with _lock:
+            if _tokenizer is None:
+                _tokenizer = _build_tokenizer()
+    return _tokenizer
+
+
+def count_tokens(texts: Sequence[str]) -> list[int]:
+    """Number of spaCy tokens in each text (whitespace runs other than one space count too,
+    as in spaCy). `<URL>`-style placeholders and emoji sequences are one token each."""
+    tokenizer = _get_tokenizer()
+    return [len(doc) for doc in tokenizer.pipe(texts, batch_size=4096)]
+
+
+class _Punkt(PunktSentenceTokenizer):
+    """Punkt with its per-candidate decision short-cut and memoized (same answers, tested).
+
+    `text_contains_sentbreak` gets a context like "acting!!! I" or "Corp. said". A "!" or "?"
+    that some token follows is always a break in Punkt (first pass, never revised), so only
+    period contexts need annotating; those repeat ("thanks. I") and are cached.
+    """
+
+    def __init__(self, params: PunktParameters) -> None:
+        super().__init__(params)
+        self._decide = lru_cache(maxsize=1 << 16)(super().text_contains_sentbreak)
+
+    def text_contains_sentbreak(self, text: str) -> bool:
+        head = text[:-1]
+        if "!" in head or "?" in head:
+            return True
+        return bool(self._decide(text))
+
+
+class SentenceSplitter:
+    """Punkt with line-break and social-text rules on top.
+
+    A line break ends a sentence unless it sits inside one (a word or comma before it, a
+    lower-case word after it). A segment with no words of its own (only hashtags, mentions,
+    placeholders, links, emoji or punctuation, like the "#fail" after "never again!!") belongs
+    to the sentence before it. Texts without a sentence-end candidate skip Punkt entirely.
+    """
+
+    def __init__(self, params: PunktParameters) -> None:
+        self._punkt = _Punkt(params)
+
+    @property
+    def abbreviations(self) -> frozenset[str]:
+        """Known abbreviations, lower case without the final period ("corp", "e.g")."""
+        return frozenset(self._punkt._params.abbrev_types)
+
+    def split(self, text: str) -> list[str]:
+        """The sentences of `text`, stripped; none for a blank text."""
+        if not text.strip():
+            return []
+        if not _CANDIDATE.search(text):
+            return [text.strip()]
+        out: list[str] = []
+        for line in _lines(text):
+            for sent in self._punkt.tokenize(line):
+                if out and not (_has_words(sent) and _has_words(out[-1])):
+                    out[-1] = f"{out[-1]} {sent}"
+                else:
+                    out.append(sent)
+        return out
+
+    def count(self, texts: Sequence[str]) -> list[int]:
+        """Sentence count per text, 0 for a blank one."""
+        search, split = _CANDIDATE.search, self.split
+        return [len(split(t)) if search(t) else (1 if t and not t.isspace() else 0) for t in texts]
+
+
+def _has_words(segment: str) -> bool:
+    return _WORD_CHAR.search(_NOT_CONTENT.sub("", segment)) is not None
+
+
+def _lines(text: str) -> list[str]:
+    joined = _SOFT_BREAK.sub(" ", text.strip())
+    return [line for line in _HARD_BREAK.split(joined) if line]
+
+
+def default_splitter() -> SentenceSplitter:
+    """An untrained splitter that knows `DEFAULT_ABBREVIATIONS`."""
+    params = PunktParameters()
+    params.abbrev_types = set(DEFAULT_ABBREVIATIONS)
+    return SentenceSplitter(params)
+
+
+def train_sentence_splitter(
+    texts: Iterable[str], *, max_texts: int = 50_000, include_defaults: bool = True
+) -> SentenceSplitter:
+    """Punkt trained unsupervised on (the first `max_texts` of) `texts`.
+
+    It learns abbreviations, collocations and frequent sentence starters from the corpus. Punkt's
+    penalty for abbreviations seen without a period is switched off: corpora like the Financial
+    PhraseBank write "Inc" both ways, and the penalty would reject it. Abbreviations that the
+    corpus itself contradicts (PhraseBank has "Corp" without a period 40% of the time) are still
+    not learned, hence `include_defaults`, which adds `DEFAULT_ABBREVIATIONS`.
+    """
+    trainer = PunktTrainer()
+    trainer.IGNORE_ABBREV_PENALTY = True
+    sample = [t for t in islice(texts, max_texts) if t and not t.isspace()]
+    trainer.train("\n".join(sample), finalize=True)
+    params = trainer.get_params()
+    if include_defaults:
+        params.abbrev_types |= DEFAULT_ABBREVIATIONS
+    return SentenceSplitter(params)

@@ -1,0 +1,283 @@
+"""Documents, occurrences, quarantine and imported labels: the ingest write path and the common reads.
+
+Writes go through Core executemany with ON CONFLICT DO NOTHING, so a re-run or a concurrent run stores each input row
+exactly once; the database's unique constraints decide, not the Python process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import Connection, and_, bindparam, func, select, update
+
+from curation.errors import InputError
+from store.engine import Store, insert_ignore
+from store.models import Annotation, Document, Occurrence, Quarantine, Source, Task
+
+__all__ = [
+    "ensure_source",
+    "recorded_rows",
+    "lookup_hashes",
+    "insert_documents",
+    "set_clusters",
+    "insert_occurrences",
+    "insert_import_annotations",
+    "insert_quarantine",
+    "iter_signatures",
+    "documents_frame",
+    "annotations_frame",
+    "quarantine_frame",
+    "store_status",
+]
+
+_IN_CHUNK = 5000
+
+
+def ensure_source(store: Store, *, name: str, domain: str, path: str | None) -> int:
+    """The id of source `name`, created if new; a source belongs to one domain."""
+    with store.connect() as conn:
+        insert_ignore(conn, Source.__table__, [{"name": name, "domain": domain, "path": path}], conflict=["name"])
+        row = conn.execute(select(Source.id, Source.domain).where(Source.name == name)).one()
+    if row.domain != domain:
+        raise InputError(
+            f"Source {name!r} was ingested as domain {row.domain!r}, not {domain!r}.",
+            hint="pass --source with another name, or the same --domain as before",
+        )
+    return int(row.id)
+
+
+def recorded_rows(conn: Connection, source_id: int, lo: int, hi: int) -> set[int]:
+    """Row numbers in [lo, hi] of this source already stored or quarantined (for idempotent re-runs)."""
+    occ = conn.execute(
+        select(Occurrence.row_number).where(
+            Occurrence.source_id == source_id, Occurrence.row_number.between(lo, hi)
+        )
+    ).scalars()
+    quar = conn.execute(
+        select(Quarantine.row_number).where(
+            Quarantine.source_id == source_id, Quarantine.row_number.between(lo, hi)
+        )
+    ).scalars()
+    return set(occ) | set(quar)
+
+
+def lookup_hashes(conn: Connection, domain: str, hashes: Iterable[str]) -> dict[str, int]:
+    """Document id per content hash, for hashes already in the store."""
+    uniq = list(dict.fromkeys(hashes))
+    found: dict[str, int] = {}
+    for i in range(0, len(uniq), _IN_CHUNK):
+        part = uniq[i : i + _IN_CHUNK]
+        rows = conn.execute(
+            select(Document.content_hash, Document.id).where(
+                Document.domain == domain, Document.content_hash.in_(part)
+            )
+        )
+        found.update({h: int(i_) for h, i_ in rows})
+    return found
+
+
+def insert_documents(conn: Connection, rows: Sequence[dict[str, Any]]) -> dict[str, int]:
+    """Insert new documents (skipping hashes another run stored meanwhile); returns id per content hash."""
+    if not rows:
+        return {}
+    insert_ignore(conn, Document.__table__, rows, conflict=["domain", "content_hash"])
+    return lookup_hashes(conn, rows[0]["domain"], (r["content_hash"] for r in rows))
+
+
+def set_clusters(conn: Connection, doc_ids: Sequence[int], cluster_ids: Sequence[int]) -> None:
+    """Record near-duplicate cluster ids: a document alone in its cluster gets its own id.
+
+    One range UPDATE sets the common case (own cluster); only documents that joined another cluster are updated
+    one by one.
+    """
+    if not len(doc_ids):
+        return
+    t = Document.__table__
+    ids = [int(d) for d in doc_ids]
+    conn.execute(
+        update(t).where(t.c.id.between(min(ids), max(ids)), t.c.cluster_id.is_(None)).values(cluster_id=t.c.id)
+    )
+    joined = [{"b_id": d, "b_cluster": int(c)} for d, c in zip(ids, cluster_ids, strict=True) if d != int(c)]
+    if joined:
+        conn.execute(update(t).where(t.c.id == bindparam("b_id")).values(cluster_id=bindparam("b_cluster")), joined)
+
+
+def insert_occurrences(conn: Connection, rows: Sequence[dict[str, Any]]) -> dict[int, int]:
+    """Insert input-row occurrences; returns occurrence id per row number for the rows of this source."""
+    if not rows:
+        return {}
+    insert_ignore(conn, Occurrence.__table__, rows, conflict=["source_id", "row_number"])
+    source_id = rows[0]["source_id"]
+    nums = [r["row_number"] for r in rows]
+    got = conn.execute(
+        select(Occurrence.row_number, Occurrence.id).where(
+            Occurrence.source_id == source_id, Occurrence.row_number.between(min(nums), max(nums))
+        )
+    )
+    return {int(n): int(i) for n, i in got}
+
+
+def insert_import_annotations(conn: Connection, rows: Sequence[dict[str, Any]]) -> int:
+    """Labels from an ingested file become annotations by `import:<source>`, one per input row."""
+    return insert_ignore(conn, Annotation.__table__, rows, conflict=["occurrence_id"])
+
+
+def insert_quarantine(conn: Connection, rows: Sequence[dict[str, Any]]) -> int:
+    return insert_ignore(conn, Quarantine.__table__, rows, conflict=["source_id", "row_number"])
+
+
+def iter_signatures(
+    store: Store, *, domain: str, batch: int = 50_000
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(ids, minhash signatures, cluster ids) of the domain's documents, streamed, to seed the near-dup index."""
+    last = 0
+    while True:
+        with store.connect() as conn:
+            rows = conn.execute(
+                select(Document.id, Document.minhash, Document.cluster_id)
+                .where(Document.domain == domain, Document.id > last, Document.minhash.is_not(None))
+                .order_by(Document.id)
+                .limit(batch)
+            ).all()
+        if not rows:
+            return
+        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        sigs = np.stack([np.frombuffer(r[1], dtype=np.uint32) for r in rows])
+        clusters = np.fromiter(((r[2] if r[2] is not None else r[0]) for r in rows), dtype=np.int64, count=len(rows))
+        yield ids, sigs, clusters
+        last = int(ids[-1])
+
+
+def documents_frame(
+    store: Store,
+    *,
+    domain: str | None = None,
+    source: str | None = None,
+    ids: Sequence[int] | None = None,
+    limit: int | None = None,
+    columns: Sequence[str] = ("id", "external_id", "text", "domain", "cluster_id", "group_key", "content_hash"),
+) -> pd.DataFrame:
+    """Documents as a DataFrame (column `source` is the source name)."""
+    cols = [getattr(Document, c) for c in columns if c != "source"]
+    q = select(*cols, Source.name.label("source")).join(Source, Source.id == Document.source_id)
+    if domain:
+        q = q.where(Document.domain == domain)
+    if source:
+        q = q.where(Source.name == source)
+    if ids is not None:
+        q = q.where(Document.id.in_([int(i) for i in ids]))
+    q = q.order_by(Document.id)
+    if limit:
+        q = q.limit(limit)
+    with store.connect() as conn:
+        return pd.DataFrame(conn.execute(q).mappings().all(), columns=[*[c for c in columns if c != "source"], "source"])
+
+
+def annotations_frame(
+    store: Store,
+    *,
+    domain: str | None = None,
+    source: str | None = None,
+    include_cancelled: bool = False,
+) -> pd.DataFrame:
+    """Current (not deleted) annotations with a label: document_id, annotator, label, origin, times."""
+    a = Annotation
+    q = (
+        select(
+            a.id, a.document_id, a.annotator, a.label, a.labels, a.origin, a.lead_time, a.was_cancelled,
+            a.ls_annotation_id, a.ls_task_id, a.project_id, a.created_at, a.updated_at,
+        )
+        .join(Document, Document.id == a.document_id)
+        .where(a.deleted_at.is_(None))
+    )
+    if not include_cancelled:
+        q = q.where(a.was_cancelled.is_(False), a.label.is_not(None))
+    if domain:
+        q = q.where(Document.domain == domain)
+    if source:
+        q = q.join(Source, Source.id == Document.source_id).where(Source.name == source)
+    with store.connect() as conn:
+        rows = conn.execute(q.order_by(a.id)).mappings().all()
+    cols = ["id", "document_id", "annotator", "label", "labels", "origin", "lead_time", "was_cancelled",
+            "ls_annotation_id", "ls_task_id", "project_id", "created_at", "updated_at"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def quarantine_frame(store: Store, *, source: str | None = None, limit: int | None = None) -> pd.DataFrame:
+    q = select(
+        Quarantine.id, Source.name.label("source"), Quarantine.row_number, Quarantine.reason,
+        Quarantine.raw_payload, Quarantine.created_at,
+    ).join(Source, Source.id == Quarantine.source_id)
+    if source:
+        q = q.where(Source.name == source)
+    q = q.order_by(Quarantine.id)
+    if limit:
+        q = q.limit(limit)
+    with store.connect() as conn:
+        rows = conn.execute(q).mappings().all()
+    return pd.DataFrame(rows, columns=["id", "source", "row_number", "reason", "raw_payload", "created_at"])
+
+
+def _count(conn: Connection, q: Any) -> int:
+    return int(conn.execute(q).scalar() or 0)
+
+
+def store_status(store: Store) -> dict[str, Any]:
+    """Counts for `curate status`: overall and per source and domain."""
+    a, d, o, qn = Annotation, Document, Occurrence, Quarantine
+    live = and_(a.deleted_at.is_(None), a.was_cancelled.is_(False), a.label.is_not(None))
+    labeled_docs = select(a.document_id).where(live).distinct().subquery()
+    with store.connect() as conn:
+        per: dict[tuple[str, str], dict[str, int]] = {}
+
+        def bump(rows: Iterable[Any], key: str) -> None:
+            for src, dom, n in rows:
+                per.setdefault((src, dom), {}).__setitem__(key, int(n))
+
+        bump(conn.execute(select(Source.name, d.domain, func.count()).select_from(d).join(Source, Source.id == d.source_id)
+                          .group_by(Source.name, d.domain)), "documents")
+        bump(conn.execute(select(Source.name, d.domain, func.count()).select_from(d).join(Source, Source.id == d.source_id)
+                          .join(labeled_docs, labeled_docs.c.document_id == d.id)
+                          .group_by(Source.name, d.domain)), "labeled_documents")
+        bump(conn.execute(select(Source.name, Source.domain, func.count()).select_from(o).join(Source, Source.id == o.source_id)
+                          .where(o.is_duplicate.is_(True)).group_by(Source.name, Source.domain)), "duplicates")
+        bump(conn.execute(select(Source.name, Source.domain, func.count()).select_from(qn).join(Source, Source.id == qn.source_id)
+                          .group_by(Source.name, Source.domain)), "quarantined")
+        totals = {
+            "documents": _count(conn, select(func.count()).select_from(d)),
+            "labeled_documents": _count(conn, select(func.count()).select_from(labeled_docs)),
+            "duplicates": _count(conn, select(func.count()).select_from(o).where(o.is_duplicate.is_(True))),
+            "quarantined": _count(conn, select(func.count()).select_from(qn)),
+            "annotations": _count(conn, select(func.count()).select_from(a).where(live)),
+            "annotated_documents": _count(
+                conn,
+                select(func.count()).select_from(
+                    select(a.document_id).where(live, a.origin != "import").distinct().subquery()
+                ),
+            ),
+            "tasks": _count(conn, select(func.count()).select_from(Task)),
+            "near_duplicate_clusters": _count(
+                conn,
+                select(func.count()).select_from(
+                    select(d.cluster_id).where(d.cluster_id.is_not(None)).group_by(d.cluster_id)
+                    .having(func.count() > 1).subquery()
+                ),
+            ),
+        }
+    totals["unlabeled_documents"] = totals["documents"] - totals["labeled_documents"]
+    rows = []
+    for (src, dom), c in sorted(per.items()):
+        docs = c.get("documents", 0)
+        lab = c.get("labeled_documents", 0)
+        rows.append({"source": src, "domain": dom, "documents": docs, "labeled_documents": lab,
+                     "unlabeled_documents": docs - lab, "duplicates": c.get("duplicates", 0),
+                     "quarantined": c.get("quarantined", 0)})
+    by_domain: dict[str, dict[str, int]] = {}
+    for r in rows:
+        agg = by_domain.setdefault(r["domain"], {})
+        for k in ("documents", "labeled_documents", "unlabeled_documents", "duplicates", "quarantined"):
+            agg[k] = agg.get(k, 0) + r[k]
+    return {**totals, "per_source": rows, "per_domain": by_domain}

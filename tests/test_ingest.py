@@ -1,0 +1,255 @@
+"""Ingest end to end through the pipeline function and the CLI, on both store backends."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from curation.cli import app
+from curation.config import Config
+from pipelines.ingest import ingest_files
+from store.documents import annotations_frame, documents_frame, quarantine_frame, store_status
+from store.engine import open_store
+from tests.conftest import REPO, shared_data
+
+SAMPLES = REPO / "pipelines" / "sample_data"
+CS = SAMPLES / "customer_service.csv"
+FIN = SAMPLES / "financial.jsonl"
+CS_ARGS = dict(text_column="text", label_column="intent", id_column="ticket_id", group_column="customer")
+FIN_ARGS = dict(text_column="headline", label_column="sentiment", id_column="id", group_column="company")
+
+
+def _balanced(r: dict) -> bool:
+    return r["rows_read"] == r["stored"] + r["duplicates"] + r["quarantined"]
+
+
+def test_sample_data_both_domains(store) -> None:
+    cs = ingest_files(store, [CS], domain="customer_service", **CS_ARGS)
+    fin = ingest_files(store, [FIN], domain="financial", **FIN_ARGS)
+    for r in (cs, fin):
+        assert _balanced(r), r
+        assert r["stored"] > 100
+        assert r["duplicates"] > 0
+        assert r["quarantined"] > 0
+        assert r["near_duplicate_clusters"] > 0
+    assert cs["pii_masked"].get("CARD", 0) >= 2
+    assert cs["pii_masked"].get("EMAIL", 0) >= 1
+    assert set(cs["quarantine_reasons"]) & {"empty_text", "too_long", "malformed_row", "empty_after_cleaning"}
+    assert set(fin["quarantine_reasons"]) & {"bad_json", "missing_field", "empty_text"}
+
+    frame = documents_frame(store, domain="customer_service", columns=("id", "text", "cluster_id", "content_hash"))
+    texts = " ".join(frame["text"])
+    assert "4111 1111 1111 1111" not in texts and "4111111111111111" not in texts
+    assert "<CARD>" in texts
+    assert frame["content_hash"].is_unique
+    assert frame["cluster_id"].notna().all()
+
+    q = quarantine_frame(store)
+    assert len(q) == cs["quarantined"] + fin["quarantined"]
+    assert q["raw_payload"].notna().all()
+
+    ann = annotations_frame(store)
+    assert (ann["origin"] == "import").all()
+    assert ann["annotator"].str.startswith("import:").all()
+    status = store_status(store)
+    assert status["documents"] == cs["stored"] + fin["stored"]
+    assert status["quarantined"] == cs["quarantined"] + fin["quarantined"]
+    assert status["labeled_documents"] > 0 and status["unlabeled_documents"] > 0
+    assert status["tasks"] == 0
+
+
+def test_reingest_stores_nothing_new(store) -> None:
+    first = ingest_files(store, [CS], domain="customer_service", **CS_ARGS)
+    again = ingest_files(store, [CS], domain="customer_service", **CS_ARGS)
+    assert again["stored"] == 0
+    assert again["rows_read"] == first["rows_read"]
+    assert _balanced(again)
+    assert again["quarantined"] == first["quarantined"]
+    status = store_status(store)
+    assert status["documents"] == first["stored"]
+    assert status["quarantined"] == first["quarantined"]
+    assert len(annotations_frame(store)) == first["labels_imported"]
+
+
+def test_duplicates_keep_conflicting_labels(store, tmp_path: Path) -> None:
+    f = tmp_path / "dups.csv"
+    f.write_text(
+        "text,label,conv\n"
+        "My card has not arrived yet,card_arrival,c1\n"
+        "my card has NOT arrived yet!!,lost_card,c2\n"
+        "How do I change my PIN?,change_pin,c3\n"
+        "My card has not arrived yet,card_arrival,c4\n",
+        encoding="utf-8",
+    )
+    r = ingest_files(store, [f], domain="customer_service", label_column="label", group_column="conv")
+    assert (r["rows_read"], r["stored"], r["duplicates"], r["quarantined"]) == (4, 2, 2, 0)
+    ann = annotations_frame(store)
+    card_doc = ann.groupby("document_id")["label"].apply(sorted)
+    assert sorted(card_doc.tolist(), key=len)[-1] == ["card_arrival", "card_arrival", "lost_card"]
+
+
+def test_near_duplicates_share_a_cluster(store, tmp_path: Path) -> None:
+    base = ("I was charged twice for the same purchase at the grocery store yesterday evening and I would like "
+            "to get one of the two payments refunded to my account as soon as possible please")
+    near = base.replace("yesterday", "last")
+    other = "What exchange rate do you use when I pay in euros abroad with my debit card?"
+    f = tmp_path / "near.csv"
+    pd.DataFrame({"text": [base, near, other]}).to_csv(f, index=False)
+    r = ingest_files(store, [f], domain="customer_service")
+    assert r["stored"] == 3 and r["near_duplicate_clusters"] == 1
+    frame = documents_frame(store, columns=("id", "text", "cluster_id")).set_index("id")
+    c = frame["cluster_id"].tolist()
+    assert c[0] == c[1] != c[2]
+    # A later run joins the existing cluster.
+    g = tmp_path / "later.csv"
+    pd.DataFrame({"text": [base.replace("grocery", "corner")]}).to_csv(g, index=False)
+    ingest_files(store, [g], domain="customer_service")
+    frame = documents_frame(store, columns=("id", "cluster_id"))
+    assert frame["cluster_id"].value_counts().max() == 3
+
+
+def test_missing_column_is_clear_and_writes_nothing(sqlite_url: str, tmp_path: Path) -> None:
+    runner = CliRunner()
+    res = runner.invoke(app, ["ingest", str(CS), "--domain", "customer_service", "--text-column", "body",
+                              "--db", sqlite_url])
+    assert res.exit_code == 2
+    assert "body" in res.output and "text" in res.output
+    store = open_store(sqlite_url)
+    assert store_status(store)["documents"] == 0
+
+
+def test_missing_file_exit_2(sqlite_url: str, tmp_path: Path) -> None:
+    res = CliRunner().invoke(app, ["ingest", str(tmp_path / "nope.csv"), "--domain", "financial",
+                                   "--db", sqlite_url])
+    assert res.exit_code == 2
+    assert "nope.csv" in res.output
+
+
+def test_unknown_domain_exit_2(sqlite_url: str) -> None:
+    res = CliRunner().invoke(app, ["ingest", str(CS), "--domain", "medical", "--db", sqlite_url])
+    assert res.exit_code == 2
+    assert "customer_service" in res.output
+
+
+def test_cli_json_contract(sqlite_url: str) -> None:
+    res = CliRunner().invoke(app, ["ingest", str(FIN), "--domain", "financial", "--text-column", "headline",
+                                   "--label-column", "sentiment", "--id-column", "id", "--db", sqlite_url, "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    for key in ("rows_read", "stored", "duplicates", "near_duplicate_clusters", "quarantined",
+                "quarantine_reasons", "pii_masked", "seconds"):
+        assert key in out
+    assert _balanced(out)
+    st = json.loads(CliRunner().invoke(app, ["status", "--db", sqlite_url, "--json"]).stdout)
+    for key in ("documents", "labeled_documents", "unlabeled_documents", "duplicates", "quarantined",
+                "annotations", "annotated_documents", "tasks", "per_source", "per_domain"):
+        assert key in st
+    assert st["documents"] == out["stored"]
+    docs = json.loads(CliRunner().invoke(app, ["docs", "--db", sqlite_url, "--json", "--limit", "5"]).stdout)
+    assert len(docs["documents"]) == 5
+    assert set(docs["documents"][0]) >= {"id", "external_id", "text", "labels", "source", "domain", "cluster"}
+    quar = json.loads(CliRunner().invoke(app, ["quarantine", "--db", sqlite_url, "--json"]).stdout)
+    assert quar["quarantined"] == out["quarantined"]
+
+
+def test_db_url_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    db = tmp_path / "env.db"
+    monkeypatch.setenv("CURATE_DATABASE_URL", f"sqlite:///{db}")
+    res = CliRunner().invoke(app, ["ingest", str(FIN), "--domain", "financial", "--text-column", "headline",
+                                   "--json"])
+    assert res.exit_code == 0, res.output
+    assert db.exists()
+
+
+def test_config_check(tmp_path: Path) -> None:
+    good = tmp_path / "curate.toml"
+    good.write_text('[domains.financial]\nlabels = ["positive", "negative", "neutral"]\n')
+    res = CliRunner().invoke(app, ["config", "check", "--config", str(good), "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["domains"]["financial"]["labels"] == 3
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[ingest]\nchunk_rowz = 5\n")
+    res = CliRunner().invoke(app, ["config", "check", "--config", str(bad)])
+    assert res.exit_code == 2
+    assert "chunk_rowz" in res.output
+
+
+def test_chunked_ingest_matches_single_chunk(tmp_path: Path) -> None:
+    """Chunk boundaries change nothing: the same documents, duplicates and clusters."""
+    results = []
+    for chunk in (100, 50_000):
+        s = open_store(f"sqlite:///{tmp_path / f'c{chunk}.db'}")
+        cfg = Config.model_validate({"ingest": {"chunk_rows": chunk}})
+        r = ingest_files(s, [CS], domain="customer_service", config=cfg, **CS_ARGS)
+        frame = documents_frame(s, columns=("content_hash", "cluster_id", "id"))
+        partition = sorted(sorted(g) for g in frame.groupby("cluster_id")["content_hash"].apply(list))
+        results.append((r["stored"], r["duplicates"], r["quarantined"], partition))
+    assert results[0] == results[1]
+
+
+@pytest.mark.slow
+def test_killed_ingest_resumes_without_gaps_or_duplicates(tmp_path: Path) -> None:
+    data = shared_data("banking77", "train.csv")
+    db = f"sqlite:///{tmp_path / 'kill.db'}"
+    cfg = tmp_path / "curate.toml"
+    cfg.write_text("[ingest]\nchunk_rows = 500\n")
+    cmd = [sys.executable, "-m", "curation.cli", "ingest", str(data), "--domain", "customer_service",
+           "--label-column", "category", "--db", db, "--config", str(cfg), "--json"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    store = open_store(db)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        time.sleep(0.2)
+        try:
+            if store_status(store)["documents"] > 1000:
+                break
+        except Exception:  # the store may be locked or not created yet
+            continue
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial = store_status(store)["documents"]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, check=True)
+    out = json.loads(done.stdout)
+    assert _balanced(out)
+    assert out["rows_read"] == len(pd.read_csv(data))
+    fresh = open_store(f"sqlite:///{tmp_path / 'fresh.db'}")
+    ref = ingest_files(fresh, [data], domain="customer_service", label_column="category")
+    final = store_status(store)
+    assert 0 < partial <= final["documents"]
+    assert final["documents"] == ref["stored"]
+    assert final["duplicates"] == ref["duplicates"]
+    assert len(annotations_frame(store)) == len(annotations_frame(fresh))
+
+
+@pytest.mark.integration
+def test_real_datasets(tmp_path: Path) -> None:
+    s = open_store(f"sqlite:///{tmp_path / 'real.db'}")
+    airline = ingest_files(s, [shared_data("twitter_us_airline_sentiment", "Tweets.csv")],
+                           domain="customer_service", label_column="airline_sentiment", id_column="tweet_id")
+    assert _balanced(airline) and airline["rows_read"] == 14640
+    assert airline["duplicates"] > 100
+    frame = documents_frame(s, domain="customer_service", columns=("id", "text"))
+    assert not frame["text"].str.contains("&amp;", regex=False).any()
+    fpb = ingest_files(s, [shared_data("financial_phrasebank", "Sentences_66Agree.txt"),
+                           shared_data("financial_phrasebank", "Sentences_50Agree.txt")], domain="financial")
+    assert _balanced(fpb)
+    fin = documents_frame(s, domain="financial", columns=("id", "text"))
+    assert not fin["text"].str.contains("Ã|â€|\ufffd", regex=True).any()
+    ann = annotations_frame(s, domain="financial")
+    assert set(ann["label"]) == {"positive", "negative", "neutral"}
+    cfpb = ingest_files(s, [shared_data("cfpb_consumer_complaints_slice", "Consumer_Complaints.csv")],
+                        domain="financial", text_column="Consumer_complaint_narrative",
+                        label_column="Product", id_column="Complaint_ID")
+    assert _balanced(cfpb)
+    assert cfpb["quarantine_reasons"].get("empty_text", 0) > 1000
