@@ -12,7 +12,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -75,6 +76,20 @@ def _generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(seed))
 
 
+@contextmanager
+def _cpu_threads(device: str, work: int) -> Iterator[None]:
+    """One CPU thread for small problems: OpenMP sync costs more than it saves there (10x slower on busy CPUs)."""
+    before = torch.get_num_threads()
+    small = torch.device(device).type == "cpu" and work < 50_000_000
+    if small:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if small:
+            torch.set_num_threads(before)
+
+
 # ---------------------------------------------------------------------------------------------------- fast mode
 
 
@@ -125,6 +140,11 @@ class HeadClassifier:
     def fit(self, inputs: np.ndarray, y: np.ndarray, n_classes: int) -> HeadClassifier:
         if len(inputs) == 0:
             raise ModelError("Cannot train a classifier without labeled examples.")
+        work = int(inputs.shape[0]) * int(inputs.shape[1]) * (n_classes if self.kind == "logreg" else self.hidden)
+        with _cpu_threads(self.device, work):
+            return self._fit(inputs, y, n_classes)
+
+    def _fit(self, inputs: np.ndarray, y: np.ndarray, n_classes: int) -> HeadClassifier:
         d = int(inputs.shape[1])
         self._scale = math.sqrt(d)
         torch.manual_seed(self.seed)
@@ -135,8 +155,8 @@ class HeadClassifier:
             net: nn.Module = nn.Linear(d, n_classes).to(self.device)
             nn.init.zeros_(net.weight)
             nn.init.zeros_(net.bias)
-            opt = torch.optim.LBFGS(net.parameters(), lr=1.0, max_iter=200, history_size=20,
-                                    tolerance_grad=1e-6, tolerance_change=1e-9, line_search_fn="strong_wolfe")
+            opt = torch.optim.LBFGS(net.parameters(), lr=1.0, max_iter=100, history_size=20,
+                                    tolerance_grad=1e-4, tolerance_change=1e-9, line_search_fn="strong_wolfe")
 
             def closure() -> torch.Tensor:
                 opt.zero_grad()
@@ -242,7 +262,17 @@ class FineTuneClassifier:
         net, tokenizer, ref, limit = load_sequence_classifier(self.model, num_labels=n_classes, device=self._dev())
         self.net, self.tokenizer, self.model_id = net, tokenizer, ref.model_id
         self.max_length = min(self.max_length, limit)
-        tok = Tokenized.from_texts(tokenizer, list(inputs), max_length=self.max_length)
+        with _cpu_threads(self.device, self._work()):
+            self._train(Tokenized.from_texts(tokenizer, list(inputs), max_length=self.max_length), y)
+        return self
+
+    def _work(self) -> int:
+        """Multiply-adds per batch, roughly: only matrices outside the embeddings cost compute."""
+        dense = sum(p.numel() for n, p in self.net.named_parameters() if "embeddings" not in n)
+        return int(dense * self.batch_size * 32)
+
+    def _train(self, tok: Any, y: np.ndarray) -> None:
+        net = self.net
         target = torch.as_tensor(y, dtype=torch.long)
         opt = torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=0.01)
         steps = max(1, self.epochs * math.ceil(len(y) / self.batch_size))
@@ -267,7 +297,6 @@ class FineTuneClassifier:
                 opt.step()
                 sched.step()
         net.eval()
-        return self
 
     def _run(self, inputs: Sequence[str], *, train_mode: bool, want_features: bool = False) -> np.ndarray:
         from curation.encoder import Tokenized
@@ -286,7 +315,7 @@ class FineTuneClassifier:
             hook = head.register_forward_hook(lambda _m, args, _out: captured.append(args[0]))
         out: np.ndarray | None = None
         try:
-            with torch.inference_mode(), self._autocast():
+            with torch.inference_mode(), self._autocast(), _cpu_threads(self.device, self._work()):
                 for rows in tok.budget_batches(batch_tokens=self.batch_tokens, max_texts=512):
                     ids, mask = tok.pad(rows)
                     logits = net(input_ids=torch.from_numpy(ids).to(self._dev()),

@@ -80,10 +80,10 @@ class IngestConfig(_Strict):
     chunk_rows: int = Field(50_000, ge=100)
     max_chars: int = Field(20_000, ge=10)
     near_duplicate_threshold: float = Field(0.8, gt=0, le=1)
-    shingle_size: int = Field(2, ge=1, le=5)
+    shingle_size: int = Field(1, ge=1, le=5)
     num_perm: int = Field(64, ge=16, le=256)
     bands: int = Field(16, ge=2, le=128)
-    workers: int = Field(0, ge=0, le=64)
+    workers: int | None = Field(None, ge=0, le=64)
 
     @model_validator(mode="after")
     def _bands_divide(self) -> IngestConfig:
@@ -112,6 +112,10 @@ class ActiveLearningConfig(_Strict):
     seed: int = 0
     min_labels: int = Field(20, ge=1)
     mode: Literal["fast", "finetune"] = "fast"
+    head: Literal["logreg", "mlp"] = "logreg"
+    mc_samples: int = Field(10, ge=2, le=100)
+    finetune_epochs: int = Field(3, ge=1, le=100)
+    embeddings_dir: str | None = None
 
 
 class ExportConfig(_Strict):

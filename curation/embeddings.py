@@ -34,11 +34,12 @@ _MAX_PARTS = 32
 
 
 def text_hash(text: str) -> str:
-    return hashlib.sha1(text.encode("utf-8")).hexdigest()
+    """SHA-1 of the exact text (lone surrogates kept, as the ingest's content hash does)."""
+    return hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def text_hashes(texts: Sequence[str]) -> list[str]:
-    return [hashlib.sha1(t.encode("utf-8")).hexdigest() for t in texts]
+    return [hashlib.sha1(t.encode("utf-8", "surrogatepass")).hexdigest() for t in texts]
 
 
 def default_cache_dir(db_url: str | None, configured: str | None = None) -> Path:

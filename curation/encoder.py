@@ -359,7 +359,7 @@ class Encoder:
 
     def encode(self, texts: Sequence[str], *, on_progress: Callable[[int], None] | None = None) -> np.ndarray:
         """Embeddings in input order, float32 [len(texts), dim]."""
-        texts = [t if isinstance(t, str) else "" for t in texts]
+        texts = [_clean(t) for t in texts]
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         if not texts:
             return out
@@ -387,6 +387,17 @@ class Encoder:
                 torch.cuda.current_stream().synchronize()
                 _scatter(out, pending, on_progress)
         return out
+
+
+def _clean(text: Any) -> str:
+    """A string the Rust tokenizer accepts (lone surrogates become U+FFFD)."""
+    if not isinstance(text, str):
+        return ""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
 
 
 def _scatter(

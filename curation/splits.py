@@ -189,7 +189,7 @@ def document_keys(docs: pd.DataFrame, group_keys: pd.DataFrame | None = None) ->
         ok = at >= 0
         key_pos = np.concatenate([key_pos, at[ok]])
         both = pa.concat_arrays([_as_arrow(own), _as_arrow(group_keys["group_key"]).filter(pa.array(ok))])
-        key_code = pd.factorize(both.to_numpy(zero_copy_only=False))[0].astype(np.int64)
+        key_code = _codes(pd.Series(both, dtype=pd.StringDtype("pyarrow", na_value=np.nan)))
     else:
         key_code = _codes(own)
     keep = key_code >= 0
@@ -318,9 +318,10 @@ def assign_splits(
 ) -> SplitAssignment:
     """Split per row of `frame` (columns id, group, label): by group hash, pinned, then balanced per label.
 
-    `previous` (aligned with `frame`, a split name or None per row) pins every group holding a previously assigned
-    document to the previous split of its oldest such document; only unpinned groups are balanced, so adding
-    documents never moves an old one (unless new links merge groups that sat in different splits).
+    `previous` (aligned with `frame`, a split name or None per row) pins every group holding previously assigned
+    documents to the split most of them had (ties: the oldest one's); only unpinned groups are balanced, so adding
+    documents never moves an old one, unless new links merge groups that sat in different splits: then the
+    minority side moves (counted in `moved_documents`), as keeping both would leak.
     """
     r = _ratios(ratios)
     n = len(frame)
@@ -340,10 +341,14 @@ def assign_splits(
         has = np.flatnonzero(prev >= 0)
         if len(has):
             ids = frame["id"].to_numpy(dtype=np.int64)
+            votes = np.zeros((ng, 3), dtype=np.float64)
+            np.add.at(votes, (gcodes[has], prev[has]), 1.0)
             first = _first_per_group(gcodes[has], ids[has])
             first = has[first[first >= 0]]
-            gsplit[gcodes[first]] = prev[first]
-            movable[gcodes[first]] = False
+            votes[gcodes[first], prev[first]] += 0.5
+            held = np.unique(gcodes[has])
+            gsplit[held] = votes[held].argmax(axis=1)
+            movable[held] = False
             pinned = len(has)
             moved = int((prev[has] != gsplit[gcodes[has]]).sum())
     balanced = 0
@@ -419,7 +424,7 @@ def _balance(
 def time_splits(frame: pd.DataFrame, *, ratios: Sequence[float]) -> SplitAssignment:
     """Oldest groups train, newest test: groups (columns group, time) ordered by their newest document's time.
 
-    A group goes to the split in which its first document's position (by cumulative document count) falls.
+    A group goes to the split in which its middle document's position (by cumulative document count) falls.
     """
     r = _ratios(ratios)
     n = len(frame)
@@ -430,9 +435,9 @@ def time_splits(frame: pd.DataFrame, *, ratios: Sequence[float]) -> SplitAssignm
     times = pd.Series(frame["time"].to_numpy()).groupby(gcodes).max().to_numpy()
     gsize = np.bincount(gcodes, minlength=ng)
     order = np.lexsort((np.asarray(gnames, dtype=str), times))
-    start = (np.cumsum(gsize[order]) - gsize[order]) / n
+    middle = (np.cumsum(gsize[order]) - gsize[order] / 2) / n
     gsplit = np.empty(ng, dtype=np.int64)
-    gsplit[order] = np.searchsorted(np.cumsum(r)[:-1], start, side="right")
+    gsplit[order] = np.searchsorted(np.cumsum(r)[:-1], middle, side="right")
     split = np.array(SPLITS, dtype=object)[gsplit[gcodes]]
     return SplitAssignment(split=split, groups=ng)
 

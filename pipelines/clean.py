@@ -1,6 +1,6 @@
 """Per-domain text cleaning and the exact-duplicate key.
 
-One cleaning pass, in this order (each step placed so that a later one cannot create work for an earlier one):
+One cleaning pass, in this order (chosen so that a later step rarely creates work for an earlier one):
 
 1. Invisible characters removed: C0/C1 controls other than whitespace, zero-width U+200B-U+200F (ZWSP, ZWNJ,
    ZWJ, LRM, RLM), bidi embeddings U+202A-U+202E, U+2060-U+206F (word joiner, isolates), BOM U+FEFF, soft hyphen
@@ -16,14 +16,19 @@ One cleaning pass, in this order (each step placed so that a later one cannot cr
 5. Whitespace collapsed to single spaces and stripped.
 6. Domain rules (below).
 
-Text that was not pure ASCII (or had entities) is passed again until it stops changing (NFKC can turn ``＆``,
-``＜`` and ``＠`` into ``&``, ``<`` and ``@``, which the earlier steps must then see); pure-ASCII text needs one
-pass. This makes ``clean_text`` idempotent for every string, which the hypothesis tests check.
+Text that is not pure ASCII after step 2 is passed again until it stops changing (NFKC can turn ``＆``, ``＜``
+and ``＠`` into ``&``, ``<`` and ``@``, which the earlier steps must then see); pure-ASCII text needs one pass.
+This makes ``clean_text`` idempotent for every string, which the hypothesis tests check.
+
+Placeholders (`PLACEHOLDERS`) are never altered, and cleaning masked text changes nothing, so
+``clean(mask(clean(x))) == mask(clean(x))``: URL and handle rules do not fire right after a placeholder
+(masking turns ``4111111111111111@x`` into ``<CARD>@x``, which must stay), and a U+0338 that NFKC would fuse
+with a placeholder's ``>`` into ``≯`` is dropped.
 
 Domain rules:
 
 * ``customer_service``: URLs -> ``<URL>``; a *leading* run of @handles (the addressees of a tweet, e.g.
-  ``@united @AmericanAir thanks``) is dropped, because it names the company being addressed and carries no
+  ``@united @AmericanAir: thanks``) is dropped, because it names the company being addressed and carries no
   content (a text that is nothing but handles keeps them as ``<USER>``); other @handles -> ``<USER>``; agent
   signatures at the very end are removed, conservatively: ``^JH`` / ``*CK`` (caret or asterisk plus exactly two
   capitals) and ``-Anna`` / ``~Tom`` (dash or tilde plus one capitalised name, only right after ``.``, ``!``,
@@ -66,6 +71,8 @@ _JUNK = re.compile(
     "[\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff\ud800-\udfff]"
 )
 
+_AMP_CHAIN = re.compile(r"&(?:amp;|#0*38;|#[xX]0*26;)+")
+
 _HTML_ELEMENTS = (
     "a abbr acronym address applet area article aside audio b base basefont bdi bdo big blink blockquote body br "
     "button canvas caption center cite code col colgroup data datalist dd del details dfn dialog dir div dl dt em "
@@ -90,7 +97,8 @@ _PLACEHOLDER_SLASH = re.compile(r"(<(?:" + "|".join(PLACEHOLDERS) + r")>)\u0338+
 # turns "4111111111111111@x" into "<CARD>@x", and cleaning the masked text must not change it.
 _AFTER_PLACEHOLDER = "".join(f"(?<!<{p}>{{0}})" for p in PLACEHOLDERS)
 _URL = re.compile(
-    r"[hHwW](?<!\w[hHwW])" + _AFTER_PLACEHOLDER.format("[hHwW]")
+    r"[hHwW](?<!\w[hHwW])"
+    + _AFTER_PLACEHOLDER.format("[hHwW]")
     + r"(?:(?<=[hH])(?i:ttps?://)|(?<=[wW])(?i:ww\.))[^\s<>\"]*[^\s<>\"'.,;:!?)\]}]"
 )
 # Not after a word character or the characters of an email's local part: "a.b-c@x.com" is an email, not a handle.
@@ -99,7 +107,7 @@ _LEADING_HANDLES = re.compile(r"(?:@\w+(?:@\w+)*[:,]? )+")
 _SIG_INITIALS = re.compile(r"(?:^|(?<=[\s.!?,;:)]))[\^*][A-Z]{2}$")
 _SIG_NAME = re.compile(r"(?<=[.!?)]) [-~\u2013\u2014] ?[A-Z][a-z]{1,14}$")
 
-_APOSTROPHE = re.compile(r"(?<=\w)['\u2019\u02bc](?=\w)")
+_APOSTROPHE = re.compile(r"(?<=\w)['\u2019\u02bc]+(?=\w)")
 _PLACEHOLDER_KEYS = "|".join(p.lower() for p in PLACEHOLDERS)
 _DEDUP_ASCII = re.compile(
     r"<(?:" + _PLACEHOLDER_KEYS + r")>"
@@ -119,6 +127,8 @@ def _check_domain(domain: str) -> None:
 
 
 def _unescape(s: str) -> str:
+    # Collapse ``&amp;amp;amp;`` chains first: one decode per level would be quadratic in a deep chain.
+    s = _AMP_CHAIN.sub("&", s)
     while True:
         t = html.unescape(s)
         if t == s:
@@ -227,12 +237,14 @@ def clean_batch(texts: Sequence[str], *, domain: str) -> list[str]:
 
 
 def _dedup_key(text: str) -> str:
-    s = text.casefold()
+    s = text if text.isprintable() else _JUNK.sub("", text)
+    if not s.isascii():
+        s = unicodedata.normalize("NFKC", s)
+    s = s.casefold()
     if "'" in s or "\u2019" in s or "\u02bc" in s:
         s = _APOSTROPHE.sub("", s)
     if s.isascii():
         return " ".join(_DEDUP_ASCII.findall(s))
-    s = unicodedata.normalize("NFKC", _JUNK.sub("", s)).casefold()
     return " ".join(
         tok
         for tok in _DEDUP_ANY.findall(s)

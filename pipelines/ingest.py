@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +103,15 @@ class _Timer:
         self.stats.stage_seconds[self.name] += time.perf_counter() - self.t0
 
 
+def _workers(setting: int | None) -> int:
+    """Worker processes for the CPU stages: in-process unless `[ingest] workers` asks for more than one.
+
+    Why not automatic: on a 2-core machine the reader and the database writes already keep one core busy, so
+    workers gain little (see benchmarks/ingest), and process start-up (spaCy import) costs seconds.
+    """
+    return setting or 0
+
+
 def ingest_files(
     store: Store,
     paths: Sequence[Path | str],
@@ -117,7 +128,8 @@ def ingest_files(
     """Ingest files into the store; returns the summary (see `IngestStats.as_dict`).
 
     All files and columns are checked before anything is written: a missing file or unknown column is an
-    `InputError` and the store is untouched.
+    `InputError` and the store is untouched. Large inputs run the CPU stages (cleaning to MinHash) in worker
+    processes while this process reads the next chunk and writes the previous one.
     """
     config = config or Config()
     check_domain(domain)
@@ -134,18 +146,16 @@ def ingest_files(
     for f in files:
         if not f.is_file():
             raise InputError(f"Input file {f} does not exist.", hint="check the path (relative to the working dir)")
-    # Open each reader once up front: column checks happen before any batch is yielded.
+    t0 = time.perf_counter()
+    # read_batches checks the file and its columns on the call, before anything is written.
     readers = [(f, read_batches(f, options)) for f in files]
-    firsts: list[pd.DataFrame | None] = []
-    for _, it in readers:
-        firsts.append(next(it, None))
-
     stats = IngestStats()
     run_id = start_run(store, kind="ingest", params={
         "paths": [str(f.resolve()) for f in files], "domain": domain, "text_column": text_column,
         "label_column": label_column, "id_column": id_column, "group_column": group_column, "source": source,
     })
-    t0 = time.perf_counter()
+    workers = _workers(config.ingest.workers)
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) if workers > 1 else None
     try:
         params = MinHashParams(
             num_perm=config.ingest.num_perm, bands=config.ingest.bands, shingle_size=config.ingest.shingle_size,
@@ -156,39 +166,65 @@ def ingest_files(
         with timer("load_index"):
             for ids, sigs, clusters in docs_store.iter_signatures(store, domain=domain):
                 index.add_existing(ids, sigs, clusters)
-        pii_types = config.pii.types
-        for (path, it), first in zip(readers, firsts, strict=True):
+        for path, it in readers:
             name = source or path.name
             source_id = docs_store.ensure_source(store, name=name, domain=domain, path=str(path.resolve()))
             before = stats.rows_read, stats.stored, stats.duplicates, stats.quarantined
             splitter: SentenceSplitter | None = None
-            batch = first
-            while batch is not None:
-                if splitter is None:
-                    good = batch.loc[batch["error"].isna(), "text"].head(_PUNKT_SAMPLE).tolist()
-                    with timer("train_punkt"):
-                        splitter = train_sentence_splitter(good) if len(good) >= 200 else default_splitter()
-                _ingest_batch(
-                    store, batch, domain=domain, source_id=source_id, source_name=name, run_id=run_id,
-                    index=index, params=params, splitter=splitter, pii_types=pii_types, stats=stats, timer=timer,
+            pending: deque[tuple[pd.DataFrame, Future[Prepared] | Prepared]] = deque()
+            exhausted = False
+            while pending or not exhausted:
+                # Keep the workers busy: up to workers+1 chunks prepared ahead of the one being written.
+                while not exhausted and len(pending) <= max(workers, 0):
+                    with timer("read"):
+                        batch = next(it, None)
+                    if batch is None:
+                        exhausted = True
+                        break
+                    stats.rows_read += len(batch)
+                    if splitter is None:
+                        sample = batch.loc[batch["error"].isna(), "text"].head(_PUNKT_SAMPLE).tolist()
+                        with timer("train_punkt"):
+                            splitter = train_sentence_splitter(sample) if len(sample) >= 200 else default_splitter()
+                    texts = batch.loc[batch["error"].isna(), "text"].astype(str).tolist()
+                    job = dict(texts=texts, domain=domain, pii_types=list(config.pii.types), params=params,
+                               splitter=splitter)
+                    if pool is not None:
+                        pending.append((batch, pool.submit(prepare, **job)))  # type: ignore[arg-type]
+                    else:
+                        with timer("prepare"):
+                            pending.append((batch, prepare(**job)))  # type: ignore[arg-type]
+                if not pending:
+                    break
+                batch, fut = pending.popleft()
+                with timer("wait_workers"):
+                    prepared = fut.result() if isinstance(fut, Future) else fut
+                for k, v in prepared.seconds.items():
+                    stats.stage_seconds[k] += v
+                _store_batch(
+                    store, batch, prepared, domain=domain, source_id=source_id, source_name=name, run_id=run_id,
+                    index=index, stats=stats, timer=timer,
                 )
                 if on_progress:
                     on_progress(len(batch))
-                with timer("read"):
-                    batch = next(it, None)
             stats.files.append({
                 "path": str(path), "source": name, "format": sniff_format(path),
                 "rows_read": stats.rows_read - before[0], "stored": stats.stored - before[1],
                 "duplicates": stats.duplicates - before[2], "quarantined": stats.quarantined - before[3],
             })
     except BaseException as exc:
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
         finish_run(store, run_id, status="failed", stats=stats.as_dict(time.perf_counter() - t0),
                    error=f"{type(exc).__name__}: {exc}")
         raise
+    if pool is not None:
+        pool.shutdown()
     seconds = time.perf_counter() - t0
     summary = stats.as_dict(seconds)
     summary["run_id"] = run_id
     summary["domain"] = domain
+    summary["workers"] = workers
     finish_run(store, run_id, status="ok", stats=summary)
     return summary
 
@@ -197,129 +233,152 @@ def ingest_file(store: Store, path: Path | str, **kwargs: Any) -> dict[str, Any]
     return ingest_files(store, [path], **kwargs)
 
 
-def _ingest_batch(
+@dataclass
+class Prepared:
+    """The CPU-heavy part of a chunk, computed for its readable rows (in a worker process when there are many).
+
+    Token and sentence counts and MinHash signatures are computed only for the first row of each distinct text in
+    the chunk (`first`); other rows of that text are duplicates whatever the store holds.
+    """
+
+    masked: list[str]
+    keys: list[str]
+    hashes: list[str]
+    pii: Counter[str]
+    first: list[int]
+    n_tokens: list[int]
+    n_sentences: list[int]
+    sigs: np.ndarray
+    seconds: dict[str, float]
+
+
+def prepare(
+    *, texts: list[str], domain: str, pii_types: list[str], params: MinHashParams, splitter: SentenceSplitter
+) -> Prepared:
+    secs: dict[str, float] = {}
+
+    def lap(name: str, t: float) -> float:
+        now = time.perf_counter()
+        secs[name] = secs.get(name, 0.0) + now - t
+        return now
+
+    t = time.perf_counter()
+    cleaned = clean_batch(texts, domain=domain)
+    t = lap("clean", t)
+    masked, pii_counts = mask_batch(cleaned, types=pii_types)
+    t = lap("mask_pii", t)
+    keys = normalize_batch(masked)
+    t = lap("normalize", t)
+    hashes = _sha1(keys)
+    t = lap("hash", t)
+    seen: set[str] = set()
+    first: list[int] = []
+    for i, (h, k) in enumerate(zip(hashes, keys, strict=True)):
+        if k and h not in seen:
+            seen.add(h)
+            first.append(i)
+    new_texts = [masked[i] for i in first]
+    n_tokens = count_tokens(new_texts)
+    t = lap("tokenize", t)
+    n_sents = splitter.count(new_texts)
+    t = lap("sentences", t)
+    sigs = signatures([keys[i] for i in first], params=params)
+    lap("minhash", t)
+    return Prepared(masked=masked, keys=keys, hashes=hashes, pii=pii_counts, first=first, n_tokens=list(n_tokens),
+                    n_sentences=list(n_sents), sigs=sigs, seconds=secs)
+
+
+def _store_batch(
     store: Store,
     batch: pd.DataFrame,
+    prep: Prepared,
     *,
     domain: str,
     source_id: int,
     source_name: str,
     run_id: int,
     index: NearDupIndex,
-    params: MinHashParams,
-    splitter: SentenceSplitter,
-    pii_types: Sequence[str],
     stats: IngestStats,
     timer: _Timer,
 ) -> None:
-    stats.rows_read += len(batch)
-    row_numbers = batch["row_number"].astype(int).to_numpy()
+    """Dedup against the store, write documents, occurrences, labels and quarantine in one transaction."""
+    good_mask = batch["error"].isna().to_numpy()
+    good = batch.loc[good_mask]
+    bad = batch.loc[~good_mask]
+    row_nums = [int(x) for x in good["row_number"].tolist()]
+    all_rows = [int(x) for x in batch["row_number"].tolist()]
     with store.connect() as conn:
         with timer("db_read"):
-            seen = docs_store.recorded_rows(conn, source_id, int(row_numbers.min()), int(row_numbers.max()))
-        if seen:
-            already = batch["row_number"].isin(seen)
-            n_seen = int(already.sum())
-            # Re-reading recorded rows: count them as they were counted the first time.
-            bad_seen = int((already & batch["error"].notna()).sum())
-            stats.quarantined += bad_seen
-            stats.duplicates += n_seen - bad_seen
-            stats.already_ingested += n_seen
-            for reason, n in batch.loc[already & batch["error"].notna(), "error"].value_counts().items():
-                stats.quarantine_reasons[str(reason)] += int(n)
-            batch = batch.loc[~already]
-            if batch.empty:
-                return
-
+            seen = docs_store.recorded_rows(conn, source_id, min(all_rows), max(all_rows)) if all_rows else set()
         quarantine: list[dict[str, Any]] = []
-
-        def to_quarantine(frame: pd.DataFrame, reasons: Sequence[str]) -> None:
-            for rn, raw, reason in zip(frame["row_number"], frame["raw"], reasons, strict=True):
+        reasons: Counter[str] = Counter()
+        for rn, raw, reason in zip(bad["row_number"].tolist(), bad["raw"].tolist(), bad["error"].tolist(),
+                                   strict=True):
+            reasons[str(reason)] += 1
+            if int(rn) not in seen:
                 quarantine.append({"source_id": source_id, "row_number": int(rn), "reason": str(reason),
                                    "raw_payload": raw, "run_id": run_id})
-                stats.quarantine_reasons[str(reason)] += 1
-
-        bad = batch["error"].notna()
-        if bad.any():
-            to_quarantine(batch.loc[bad], batch.loc[bad, "error"].tolist())
-        good = batch.loc[~bad]
+        raws = good["raw"].tolist()
         raw_texts = good["text"].astype(str).tolist()
-        with timer("clean"):
-            cleaned = clean_batch(raw_texts, domain=domain)
-        with timer("mask_pii"):
-            masked, pii_counts = mask_batch(cleaned, types=pii_types)
-        with timer("normalize"):
-            keys = normalize_batch(masked)
-        empty = np.fromiter((not k for k in keys), dtype=bool, count=len(keys))
-        if empty.any():
-            to_quarantine(good.loc[empty], ["empty_after_cleaning"] * int(empty.sum()))
-            keep = ~empty
-            good = good.loc[keep]
-            raw_texts = [t for t, k in zip(raw_texts, keep, strict=True) if k]
-            masked = [t for t, k in zip(masked, keep, strict=True) if k]
-            keys = [t for t, k in zip(keys, keep, strict=True) if k]
-        with timer("hash"):
-            hashes = _sha1(keys)
-        with timer("db_read"):
-            existing = docs_store.lookup_hashes(conn, domain, hashes)
-
-        # New documents: first row of each hash not already stored.
-        new_pos: list[int] = []
-        first_of: dict[str, int] = {}
-        for i, h in enumerate(hashes):
-            if h not in existing and h not in first_of:
-                first_of[h] = i
-                new_pos.append(i)
-        new_texts = [masked[i] for i in new_pos]
-        with timer("tokenize"):
-            n_tokens = count_tokens(new_texts)
-        with timer("sentences"):
-            n_sents = splitter.count(new_texts)
-        with timer("minhash"):
-            sigs = signatures([keys[i] for i in new_pos], params=params)
         ext = good["external_id"].tolist()
         grp = good["group"].tolist()
         meta = good["meta"].tolist()
-        row_nums = [int(x) for x in good["row_number"].tolist()]
-        rows_doc = []
-        for j, i in enumerate(new_pos):
-            rows_doc.append({
-                "domain": domain, "source_id": source_id, "run_id": run_id,
-                "row_number": row_nums[i], "external_id": _none_if_blank(ext[i]),
-                "group_key": _none_if_blank(grp[i]), "raw_text": raw_texts[i], "text": masked[i],
-                "content_hash": hashes[i], "n_tokens": int(n_tokens[j]), "n_sentences": int(n_sents[j]),
-                "meta": meta[i] or None, "minhash": sigs[j].tobytes(),
-            })
+        labels = [_none_if_blank(x) for x in good["label"].tolist()]
+        keys, hashes, masked = prep.keys, prep.hashes, prep.masked
+        empty = [i for i, k in enumerate(keys) if not k]
+        for i in empty:
+            reasons["empty_after_cleaning"] += 1
+            if row_nums[i] not in seen:
+                quarantine.append({"source_id": source_id, "row_number": row_nums[i],
+                                   "reason": "empty_after_cleaning", "raw_payload": raws[i], "run_id": run_id})
+        n_quarantined = len(bad) + len(empty)
+        live = [i for i, k in enumerate(keys) if k and row_nums[i] not in seen]
+        already = sum(1 for i, k in enumerate(keys) if k and row_nums[i] in seen)
+        with timer("db_read"):
+            existing = docs_store.lookup_hashes(conn, domain, (hashes[i] for i in live))
+        live_set = set(live)
+        # New documents: the chunk's first row of each text, unless the store has it or the row was recorded.
+        pos_in_first = {i: j for j, i in enumerate(prep.first)}
+        new_pos = [i for i in prep.first if i in live_set and hashes[i] not in existing]
+        rows_doc = [{
+            "domain": domain, "source_id": source_id, "run_id": run_id, "row_number": row_nums[i],
+            "external_id": _none_if_blank(ext[i]), "group_key": _none_if_blank(grp[i]), "raw_text": raw_texts[i],
+            "text": masked[i], "content_hash": hashes[i], "n_tokens": int(prep.n_tokens[pos_in_first[i]]),
+            "n_sentences": int(prep.n_sentences[pos_in_first[i]]), "meta": meta[i] or None,
+            "minhash": prep.sigs[pos_in_first[i]].tobytes(),
+        } for i in new_pos]
         with timer("db_write"):
             ids = docs_store.insert_documents(conn, rows_doc)
             existing.update(ids)
-        # Near-duplicate clusters for the documents this run actually inserted.
         new_ids = np.array([existing[hashes[i]] for i in new_pos], dtype=np.int64)
+        new_sigs = (prep.sigs[[pos_in_first[i] for i in new_pos]] if new_pos
+                    else np.empty((0, prep.sigs.shape[1] if prep.sigs.ndim == 2 else 0), dtype=np.uint32))
         with timer("near_dup"):
-            clusters = index.assign(new_ids, sigs) if len(new_ids) else np.empty(0, dtype=np.int64)
+            clusters = index.assign(new_ids, new_sigs) if len(new_ids) else np.empty(0, dtype=np.int64)
         joined = clusters != new_ids
-        stats.near_duplicates += int(joined.sum())
+        new_set = set(new_pos)
         with timer("db_write"):
             docs_store.set_clusters(conn, new_ids.tolist(), clusters.tolist())
-            new_set = set(new_pos)
             occ_rows = [{
-                "source_id": source_id, "row_number": int(rn), "document_id": existing[h],
-                "external_id": _none_if_blank(e), "group_key": _none_if_blank(g),
+                "source_id": source_id, "row_number": row_nums[i], "document_id": existing[hashes[i]],
+                "external_id": _none_if_blank(ext[i]), "group_key": _none_if_blank(grp[i]),
                 "is_duplicate": i not in new_set, "run_id": run_id,
-            } for i, (rn, h, e, g) in enumerate(zip(row_nums, hashes, ext, grp, strict=True))]
+            } for i in live]
             occ_ids = docs_store.insert_occurrences(conn, occ_rows)
-            labels = good["label"].tolist()
             annotator = f"import:{source_name}"
             ann_rows = [{
-                "document_id": existing[h], "annotator": annotator, "label": lab, "origin": "import",
-                "occurrence_id": occ_ids[rn], "run_id": run_id,
-            } for rn, h, lab in zip(row_nums, hashes, (_none_if_blank(x) for x in labels), strict=True)
-                if lab is not None and rn in occ_ids]
+                "document_id": existing[hashes[i]], "annotator": annotator, "label": labels[i], "origin": "import",
+                "occurrence_id": occ_ids[row_nums[i]], "run_id": run_id,
+            } for i in live if labels[i] is not None and row_nums[i] in occ_ids]
             stats.labels_imported += docs_store.insert_import_annotations(conn, ann_rows)
             docs_store.insert_quarantine(conn, quarantine)
     stats.stored += len(new_pos)
-    stats.duplicates += len(good) - len(new_pos)
-    stats.quarantined += len(quarantine)
+    stats.duplicates += len(live) - len(new_pos) + already
+    stats.already_ingested += already + (n_quarantined - len(quarantine))
+    stats.quarantined += n_quarantined
+    stats.quarantine_reasons.update(reasons)
+    stats.near_duplicates += int(joined.sum())
     stats.joined_clusters.update(int(c) for c in clusters[joined])
     stats.near_duplicate_clusters = len(stats.joined_clusters)
-    stats.pii_masked.update(pii_counts)
+    if not already:
+        stats.pii_masked.update(prep.pii)

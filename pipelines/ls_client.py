@@ -409,6 +409,13 @@ class LabelStudioClient:
             if len(page) < page_size:
                 return
 
+    def run_action(self, project_id: int, action: str, task_ids: Sequence[int]) -> Any:
+        """A data-manager action on some tasks (e.g. `predictions_to_annotations`: accept pre-annotations)."""
+        body = {"selectedItems": {"all": False, "included": [int(t) for t in task_ids]}}
+        return self._call(f"run action {action} on {len(task_ids)} tasks of project {project_id}",
+                          lambda: self._raw("POST", "api/dm/actions", params={"id": action, "project": project_id},
+                                            body=body), idempotent=False)
+
     def delete_tasks(self, project_id: int, task_ids: Sequence[int]) -> None:
         for tid in task_ids:
             self._call(f"delete task {tid}", lambda t=tid: self._raw("DELETE", f"api/tasks/{t}/"))

@@ -8,9 +8,10 @@ patterns claim their digits before the looser ones see them:
 2. ``IBAN``: country code + 2 check digits + BBAN, with or without single spaces, case-insensitive; the country
    must be in the IBAN registry with its exact length, and the mod-97 checksum must hold (a random candidate
    passes by chance 1 time in 97, and the length table cuts that further).
-3. ``CARD``: any run of digits joined by single spaces or dashes (ASCII or Unicode) with 13-19 digits in all that passes the Luhn
-   check (about 1 in 10 random runs does: long digit lists can be over-masked, never under-masked). In a longer
-   run, a card-shaped part (one 13-19 digit group, or 4-4-4-4(-1..3), 4-6-5, 4-6-4 groups) is masked on its own.
+3. ``CARD``: any run of digits joined by single spaces or dashes (ASCII or Unicode) with 13-19 digits in all
+   that passes the Luhn check (about 1 in 10 random runs does: long digit lists can be over-masked, never
+   under-masked). In a longer run, a card-shaped part (one 13-19 digit group, or 4-4-4-4(-1..3), 4-6-5 or
+   4-6-4 groups) is masked on its own: ``4111 1111 1111 1111 2023`` -> ``<CARD> 2023``.
 4. ``SSN``: ``ddd-dd-dddd`` with a valid area (not 000, 666 or 9xx), group (not 00) and serial (not 0000); an
    undashed or space-separated 9-digit SSN only with ``SSN`` / ``social security`` in the 30 characters before.
 5. ``IP``: IPv6 validated by `ipaddress`, with at least three groups or an embedded IPv4 (so ``::1`` and

@@ -17,6 +17,7 @@ from store.engine import Store, insert_ignore
 from store.models import Document, ModelVersion, Prediction, Selection, Task
 
 __all__ = [
+    "document_domains",
     "pending_document_ids",
     "sample_round",
     "record_model_version",
@@ -24,9 +25,16 @@ __all__ = [
     "record_predictions",
     "selections_frame",
     "predictions_frame",
+    "model_versions_frame",
 ]
 
 _IN_CHUNK = 5000
+
+
+def document_domains(store: Store) -> list[str]:
+    """Domains that have at least one document."""
+    with store.connect() as conn:
+        return sorted(str(d) for d in conn.execute(select(Document.domain).distinct()).scalars())
 
 
 def pending_document_ids(store: Store, *, domain: str) -> set[int]:
@@ -115,3 +123,12 @@ def predictions_frame(
     if model_version is None and not df.empty:
         df = df.sort_values(["document_id", "created_at"], ascending=[True, False]).drop_duplicates("document_id")
     return df.reset_index(drop=True)
+
+
+def model_versions_frame(store: Store, *, domain: str | None = None) -> pd.DataFrame:
+    cols = ["version", "domain", "encoder", "mode", "labels", "params", "metrics", "run_id", "created_at"]
+    q = select(*(getattr(ModelVersion, c) for c in cols)).order_by(ModelVersion.id)
+    if domain is not None:
+        q = q.where(ModelVersion.domain == domain)
+    with store.connect() as conn:
+        return pd.DataFrame(conn.execute(q).mappings().all(), columns=cols)

@@ -1,15 +1,23 @@
 """Reads and writes for `curate export`: the rows to export, their labels' raw votes, group keys, open label
 issues, model versions, and the export_versions table.
 
-Why raw Core queries returning only the needed columns, fetched as Arrow through ADBC where its drivers are installed
-(`adbc-driver-sqlite`, `adbc-driver-postgresql`): an export reads every labeled document (a million rows and more),
-and building a Python object per value would dominate its run time. Without the drivers the same queries run
-through SQLAlchemy.
+Why the reads come back as Arrow: an export reads every labeled document (a million rows and more), and a Python
+object per value would dominate its run time. With the ADBC drivers installed (`adbc-driver-sqlite`,
+`adbc-driver-postgresql`) the queries return Arrow directly. On SQLite (from 50,000 documents on) they run in child
+processes, one per query and in parallel: a second SQLite library inside this process (ADBC bundles its own) would
+break SQLite's file locking against the store's stdlib `sqlite3` connections (stale reads, then I/O errors).
+Without the drivers, or for small stores, the same queries run through the store's own connection.
 """
 
 from __future__ import annotations
 
 import gc
+import importlib.util
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,11 +27,13 @@ import pyarrow as pa
 from sqlalchemy import Select, Text, and_, cast, exists, func, select, union
 from sqlalchemy.engine import make_url
 
+from curation.errors import StoreError
 from store.engine import Store, insert_ignore
 from store.models import Annotation, Document, ExportVersion, LabelIssue, ModelVersion, Occurrence, Prediction, Source
 
 __all__ = [
     "RESOLVED_REVIEW_STATUSES",
+    "export_inputs",
     "export_documents",
     "label_votes",
     "occurrence_group_keys",
@@ -50,60 +60,155 @@ def _scope(q: Select[Any], *, domain: str | None, source: str | None) -> Select[
     return q
 
 
-def _adbc_connect(store: Store) -> Any:
-    """An ADBC DB-API connection to the store, or None (driver not installed, in-memory SQLite, other backend)."""
-    url = make_url(store.url)
-    try:
-        if url.get_backend_name() == "sqlite":
-            if not url.database or url.database == ":memory:":
-                return None
-            import adbc_driver_sqlite.dbapi as sqlite_dbapi
+_SQLITE_CHILD = r"""
+import sys
+import adbc_driver_sqlite.dbapi as dbapi
+import pyarrow as pa
 
-            return sqlite_dbapi.connect(url.database)
-        if url.get_backend_name() == "postgresql":
-            import adbc_driver_postgresql.dbapi as pg_dbapi
-
-            return pg_dbapi.connect(url.set(drivername="postgresql").render_as_string(hide_password=False))
-    except ImportError:
-        return None
-    return None
+db, out = sys.argv[1], sys.argv[2]
+sql = sys.stdin.read()
+with dbapi.connect(db) as conn, conn.cursor() as cur:
+    # SQLite has no column types: ADBC infers them from the first batch, so make that batch everything.
+    cur.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": "1000000000"})
+    cur.execute(sql)
+    table = cur.fetch_arrow_table()
+with pa.OSFile(out, "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+    writer.write_table(table)
+"""
 
 
-def _arrow_query(store: Store, q: Select[Any], schema: pa.Schema) -> pa.Table | None:
-    conn = _adbc_connect(store)
-    if conn is None:
-        return None
-    sql = str(q.compile(dialect=store.engine.dialect, compile_kwargs={"literal_binds": True}))
-    try:
-        cur = conn.cursor()
-        if store.dialect == "sqlite":
-            # SQLite has no column types: ADBC infers them from the first batch, so make that batch everything.
-            cur.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": "1000000000"})
-        cur.execute(sql)
-        table = cur.fetch_arrow_table()
-        cur.close()
-    finally:
-        conn.close()
+def _sql(store: Store, q: Select[Any]) -> str:
+    return str(q.compile(dialect=store.engine.dialect, compile_kwargs={"literal_binds": True}))
+
+
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     table = table.rename_columns(schema.names)
     return pa.table([table.column(f.name).cast(f.type) for f in schema], schema=schema)
 
 
-def _frame(store: Store, q: Select[Any], schema: pa.Schema) -> pd.DataFrame:
-    """The query's rows as a DataFrame with the schema's columns and types (strings Arrow-backed)."""
-    table = _arrow_query(store, q, schema)
-    if table is None:
-        enabled = gc.isenabled()
-        gc.disable()  # millions of row tuples; the cyclic collector would rescan them again and again
-        try:
-            with store.connect() as conn:
-                rows = conn.execute(q).all()
-            cols = list(zip(*rows, strict=True)) if rows else [() for _ in schema]
-            table = pa.table([pa.array(c, type=f.type) for c, f in zip(cols, schema, strict=True)], schema=schema)
-            del rows, cols
-        finally:
-            if enabled:
-                gc.enable()
-    return table.to_pandas(types_mapper={pa.large_string(): pd.StringDtype("pyarrow", na_value=np.nan)}.get)
+def _read_sqlite_children(
+    store: Store, path: str, queries: Sequence[tuple[Select[Any], pa.Schema]]
+) -> list[pa.Table]:
+    with tempfile.TemporaryDirectory(prefix="curate-read-") as tmp:
+        procs = []
+        for i, (q, _) in enumerate(queries):
+            target = os.path.join(tmp, f"{i}.arrow")
+            proc = subprocess.Popen([sys.executable, "-c", _SQLITE_CHILD, path, target], stdin=subprocess.PIPE,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            assert proc.stdin is not None
+            proc.stdin.write(_sql(store, q))
+            proc.stdin.close()
+            procs.append((proc, target))
+        tables = []
+        for (proc, target), (_, schema) in zip(procs, queries, strict=True):
+            err = proc.stderr.read() if proc.stderr else ""
+            if proc.wait() != 0:
+                raise StoreError(f"Reading the store {store.display_url} failed: {err.strip().splitlines()[-1:]}",
+                                 hint="check the store opens (`curate status`); reinstall adbc-driver-sqlite")
+            with pa.memory_map(target) as source:
+                tables.append(_conform(pa.ipc.open_file(source).read_all(), schema))
+        return tables
+
+
+def _read_in_process(store: Store, q: Select[Any], schema: pa.Schema) -> pa.Table:
+    """Rows through the store's connection, column by column (the cyclic GC paused over millions of tuples)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        with store.connect() as conn:
+            rows = conn.exec_driver_sql(_sql(store, q)).fetchall()
+        cols = list(zip(*rows, strict=True)) if rows else [() for _ in schema]
+        del rows
+        return pa.table([pa.array(c, type=f.type) for c, f in zip(cols, schema, strict=True)], schema=schema)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+#: Below this many documents a child process costs more than it saves.
+_CHILD_MIN_DOCUMENTS = 50_000
+
+
+def _large(store: Store) -> bool:
+    with store.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(Document)).scalar() or 0) >= _CHILD_MIN_DOCUMENTS
+
+
+def _read(store: Store, queries: Sequence[tuple[Select[Any], pa.Schema]]) -> list[pd.DataFrame]:
+    """The queries' rows as DataFrames with the schemas' columns and types (strings Arrow-backed)."""
+    url = make_url(store.url)
+    tables: list[pa.Table] | None = None
+    if (store.dialect == "sqlite" and url.database and url.database != ":memory:"
+            and importlib.util.find_spec("adbc_driver_sqlite") is not None and _large(store)):
+        tables = _read_sqlite_children(store, url.database, queries)
+    elif store.dialect == "postgresql" and importlib.util.find_spec("adbc_driver_postgresql") is not None:
+        import adbc_driver_postgresql.dbapi as pg_dbapi
+
+        with pg_dbapi.connect(url.set(drivername="postgresql").render_as_string(hide_password=False)) as conn:
+            tables = []
+            for q, schema in queries:
+                with conn.cursor() as cur:
+                    cur.execute(_sql(store, q))
+                    tables.append(_conform(cur.fetch_arrow_table(), schema))
+    if tables is None:
+        tables = [_read_in_process(store, q, schema) for q, schema in queries]
+    mapper = {pa.large_string(): pd.StringDtype("pyarrow", na_value=np.nan)}.get
+    return [t.to_pandas(types_mapper=mapper) for t in tables]
+
+
+def _documents_query(
+    *, domain: str | None, source: str | None, labeled_only: bool, time_key: str | None
+) -> tuple[Select[Any], pa.Schema]:
+    d = Document
+    cols: list[Any] = [d.id, d.external_id, d.text, d.content_hash, d.cluster_id, d.group_key, d.domain,
+                       Source.name]
+    fields = [pa.field("id", pa.int64()), *(pa.field(n, pa.large_string()) for n in
+              ("external_id", "text", "content_hash")), pa.field("cluster_id", pa.int64()),
+              *(pa.field(n, pa.large_string()) for n in ("group_key", "domain", "source"))]
+    if time_key:
+        fields.append(pa.field("time", pa.large_string()))
+        cols.append(cast(d.created_at if time_key == "created_at" else d.meta[time_key].as_string(), Text))
+    q = select(*cols).join(Source, Source.id == d.source_id)
+    q = _scope(q, domain=domain, source=source)
+    if labeled_only:
+        q = q.where(exists().where(Annotation.document_id == d.id, _live_annotation()))
+    return q.order_by(d.id), pa.schema(fields)
+
+
+def _votes_query(*, domain: str | None, source: str | None) -> tuple[Select[Any], pa.Schema]:
+    a = Annotation
+    q = select(a.document_id, a.annotator, a.label, a.origin).join(Document, Document.id == a.document_id)
+    if source:
+        q = q.join(Source, Source.id == Document.source_id)
+    q = _scope(q.where(_live_annotation()), domain=domain, source=source).order_by(a.id)
+    return q, pa.schema([pa.field("document_id", pa.int64()),
+                         *(pa.field(n, pa.large_string()) for n in ("annotator", "label", "origin"))])
+
+
+def _keys_query(*, domain: str | None, source: str | None) -> tuple[Select[Any], pa.Schema]:
+    o, d = Occurrence, Document
+    q = select(o.document_id, o.group_key).join(d, d.id == o.document_id)
+    if source:
+        q = q.join(Source, Source.id == d.source_id)
+    q = _scope(q.where(o.group_key.is_not(None)), domain=domain, source=source).distinct()
+    return q, pa.schema([pa.field("document_id", pa.int64()), pa.field("group_key", pa.large_string())])
+
+
+def export_inputs(
+    store: Store,
+    *,
+    domain: str | None = None,
+    source: str | None = None,
+    labeled_only: bool = True,
+    time_key: str | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(`export_documents`, `label_votes`, `occurrence_group_keys`) read together (in parallel where possible)."""
+    docs, votes, keys = _read(store, [
+        _documents_query(domain=domain, source=source, labeled_only=labeled_only, time_key=time_key),
+        _votes_query(domain=domain, source=source),
+        _keys_query(domain=domain, source=source),
+    ])
+    return docs, votes, keys
 
 
 def export_documents(
@@ -119,21 +224,8 @@ def export_documents(
     `labeled_only`: only documents with at least one current label. `time_key`: add column `time`, the document's
     `created_at` for "created_at", else the value of that key in its `meta` JSON (as text; parse it yourself).
     """
-    d = Document
-    cols: list[Any] = [d.id, d.external_id, d.text, d.content_hash, d.cluster_id, d.group_key, d.domain,
-                       Source.name]
-    fields = [pa.field("id", pa.int64()), *(pa.field(n, pa.large_string()) for n in
-              ("external_id", "text", "content_hash")), pa.field("cluster_id", pa.int64()),
-              *(pa.field(n, pa.large_string()) for n in ("group_key", "domain", "source"))]
-    if time_key:
-        fields.append(pa.field("time", pa.large_string()))
-        cols.append(cast(d.created_at if time_key == "created_at" else d.meta[time_key].as_string(), Text))
-    q = select(*cols).join(Source, Source.id == d.source_id)
-    q = _scope(q, domain=domain, source=source)
-    if labeled_only:
-        a = Annotation
-        q = q.where(exists().where(a.document_id == d.id, _live_annotation()))
-    return _frame(store, q.order_by(d.id), pa.schema(fields))
+    return _read(store, [_documents_query(domain=domain, source=source, labeled_only=labeled_only,
+                                          time_key=time_key)])[0]
 
 
 def label_votes(store: Store, *, domain: str | None = None, source: str | None = None) -> pd.DataFrame:
@@ -141,23 +233,12 @@ def label_votes(store: Store, *, domain: str | None = None, source: str | None =
 
     The same rows as `store.documents.annotations_frame` keeps, with only the columns consensus needs.
     """
-    a = Annotation
-    q = select(a.document_id, a.annotator, a.label, a.origin).join(Document, Document.id == a.document_id)
-    if source:
-        q = q.join(Source, Source.id == Document.source_id)
-    q = _scope(q.where(_live_annotation()), domain=domain, source=source).order_by(a.id)
-    return _frame(store, q, pa.schema([pa.field("document_id", pa.int64()),
-                                       *(pa.field(n, pa.large_string()) for n in ("annotator", "label", "origin"))]))
+    return _read(store, [_votes_query(domain=domain, source=source)])[0]
 
 
 def occurrence_group_keys(store: Store, *, domain: str | None = None, source: str | None = None) -> pd.DataFrame:
     """Distinct (document_id, group_key) over every occurrence of the documents in scope."""
-    o, d = Occurrence, Document
-    q = select(o.document_id, o.group_key).join(d, d.id == o.document_id)
-    if source:
-        q = q.join(Source, Source.id == d.source_id)
-    q = _scope(q.where(o.group_key.is_not(None)), domain=domain, source=source).distinct()
-    return _frame(store, q, pa.schema([pa.field("document_id", pa.int64()), pa.field("group_key", pa.large_string())]))
+    return _read(store, [_keys_query(domain=domain, source=source)])[0]
 
 
 def open_label_issue_ids(store: Store, *, domain: str | None = None) -> np.ndarray:

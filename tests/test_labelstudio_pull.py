@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from pipelines.ls_client import LabelStudioClient
@@ -88,14 +89,14 @@ def test_updated_deleted_and_cancelled_annotations(sqlite_url, ls_client, ls_con
     assert frame.loc[ann, "lead_time"] == 3.0
     history = ls_store.annotation_history(store, ls_annotation_id=ann)
     assert [(h["version"], h["label"], h["reason"]) for h in history] == [(1, "positive", "updated")]
-    assert bool(frame.loc[skipped, "was_cancelled"]) and frame.loc[skipped, "label"] is None
+    assert bool(frame.loc[skipped, "was_cancelled"]) and pd.isna(frame.loc[skipped, "label"])
     assert set(annotations_frame(store, domain="financial")["label"]) == {"negative"}
 
     ls_client.delete_annotation(ann)
     gone = pull(store, ls_client, config=ls_config)
     assert gone["annotations_deleted"] == 1
     all_rows = ls_store.project_annotations_frame(store, project_id=pushed["project_id"], include_deleted=True)
-    assert all_rows.set_index("ls_annotation_id").loc[ann, "deleted_at"] is not None
+    assert pd.notna(all_rows.set_index("ls_annotation_id").loc[ann, "deleted_at"])
     assert annotations_frame(store, domain="financial").empty
     assert [h["reason"] for h in ls_store.annotation_history(store, ls_annotation_id=ann)] == ["updated", "deleted"]
 

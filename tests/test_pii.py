@@ -243,7 +243,7 @@ NOISE = st.one_of(
 )
 MIXED = st.lists(st.one_of(NOISE, SEPARATED_CARDS, st.emails()), max_size=8).map("".join)
 TEXTS = st.one_of(st.text(), MIXED)
-PROPERTY = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PROPERTY = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @PROPERTY

@@ -74,7 +74,7 @@ def build_store(n_docs: int, *, seed: int = 0, path: Path | None = None) -> str:
     for i in range(n_docs):
         b = int(base[i])
         if b != i:
-            texts.append(texts[b] + " thanks")
+            texts.append(f"{texts[b]} thanks ({i})")
         else:
             texts.append(f"{_OPENERS[INTENTS[labels[i]]]} {' '.join(words[i])} ref {i}")
     labels[near] = labels[base[near]]

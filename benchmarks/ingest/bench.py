@@ -1,0 +1,131 @@
+"""Ingest benchmark: `curate ingest` end to end on a 1M-row file of real rows, beside the naive pipeline.
+
+Each side runs in its own process, so its peak RSS is its own. Reported: docs/s end to end, docs/s per stage
+(stage seconds from the run's own timers), peak RSS, and the ratio to the naive pipeline on the same rows.
+
+    .venv/bin/python -m benchmarks.ingest.bench [--rows 1000000] [--naive-rows 200000] [--workers 0 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.common import write_result
+from benchmarks.ingest.make_data import default_out, make_data
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _run_child(cmd: list[str]) -> tuple[str, float]:
+    """Run a command; return its stdout and the peak RSS of it and its children together (polled)."""
+    import psutil
+
+    proc = psutil.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    peak = 0
+    out_chunks: list[str] = []
+    import threading
+
+    reader = threading.Thread(target=lambda: out_chunks.append(proc.stdout.read()))  # type: ignore[union-attr]
+    reader.start()
+    while proc.poll() is None:
+        try:
+            rss = proc.memory_info().rss + sum(c.memory_info().rss for c in proc.children(recursive=True))
+            peak = max(peak, rss)
+        except psutil.Error:
+            pass
+        time.sleep(0.1)
+    reader.join()
+    err = proc.stderr.read()  # type: ignore[union-attr]
+    if proc.returncode:
+        raise RuntimeError(f"{cmd[:4]} failed ({proc.returncode}): {err[-2000:]}")
+    return "".join(out_chunks), peak / 2**20
+
+
+def _head(src: Path, rows: int, dst: Path) -> Path:
+    """The first `rows` records of a CSV (records, not lines: texts may hold newlines)."""
+    import pandas as pd
+
+    if dst.exists():
+        return dst
+    pd.read_csv(src, nrows=rows, dtype=str, keep_default_na=False).to_csv(dst, index=False)
+    return dst
+
+
+def run_curate(path: Path, *, workers: int, tmp: Path) -> dict:
+    db = tmp / f"curate_w{workers}.db"
+    cfg = tmp / f"curate_w{workers}.toml"
+    cfg.write_text(f"[ingest]\nworkers = {workers}\n")
+    cmd = [sys.executable, "-m", "curation.cli", "ingest", str(path), "--domain", "customer_service",
+           "--text-column", "text", "--label-column", "label", "--id-column", "id",
+           "--db", f"sqlite:///{db}", "--config", str(cfg), "--json"]
+    t0 = time.perf_counter()
+    stdout, peak = _run_child(cmd)
+    out = json.loads(stdout)
+    out["wall_seconds"] = round(time.perf_counter() - t0, 2)
+    out["peak_rss_mb"] = round(peak, 1)
+    return out
+
+
+def run_naive_subprocess(path: Path, rows: int | None, *, tmp: Path) -> dict:
+    code = (
+        "import json,sys; from benchmarks.ingest.naive import run_naive; "
+        f"print(json.dumps(run_naive({str(path)!r}, 'sqlite:///{tmp / 'naive.db'}', rows={rows!r})))"
+    )
+    stdout, peak = _run_child([sys.executable, "-c", code])
+    out = json.loads(stdout.strip().splitlines()[-1])
+    out["peak_rss_mb"] = round(peak, 1)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--naive-rows", type=int, default=200_000,
+                    help="rows for the naive pipeline and the same-rows comparison (it needs ~6 GB at 1M)")
+    ap.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+    args = ap.parse_args(argv)
+
+    data = make_data(rows=args.rows, out=default_out(args.rows, 0), seed=0)
+    path = Path(data["out"]) if "out" in data else default_out(args.rows, 0)
+    results: dict = {"rows_requested": args.rows, "input": str(path), "runs": {}}
+    with tempfile.TemporaryDirectory(dir=os.environ.get("TMPDIR")) as tmpdir:
+        tmp = Path(tmpdir)
+        for w in args.workers:
+            out = run_curate(path, workers=w, tmp=tmp)
+            peak = out["peak_rss_mb"]
+            stages = {k: round(out["rows_read"] / v) for k, v in out["stage_seconds"].items() if v > 0}
+            results["runs"][f"curate_workers_{w}"] = {
+                "rows": out["rows_read"], "seconds": out["seconds"], "docs_per_s": out["docs_per_s"],
+                "peak_rss_mb": round(peak, 1), "stored": out["stored"], "duplicates": out["duplicates"],
+                "near_duplicate_clusters": out["near_duplicate_clusters"], "quarantined": out["quarantined"],
+                "stage_seconds": out["stage_seconds"], "stage_docs_per_s": stages,
+            }
+            print(f"curate workers={w}: {out['rows_read']} rows in {out['seconds']:.1f}s = "
+                  f"{out['docs_per_s']:.0f} docs/s, peak RSS {peak:.0f} MB")
+        small = _head(path, args.naive_rows, tmp / f"head_{args.naive_rows}.csv")
+        same = run_curate(small, workers=args.workers[0], tmp=tmp)
+        naive = run_naive_subprocess(small, None, tmp=tmp)
+        results["same_rows"] = {
+            "rows": args.naive_rows,
+            "curate_docs_per_s": same["docs_per_s"],
+            "naive_docs_per_s": round(naive["docs_per_s"], 1),
+            "ratio": round(same["docs_per_s"] / naive["docs_per_s"], 2),
+            "naive": naive,
+            "naive_peak_rss_mb": naive["peak_rss_mb"],
+        }
+        print(f"same {args.naive_rows} rows: curate {same['docs_per_s']:.0f} docs/s vs naive "
+              f"{naive['docs_per_s']:.0f} docs/s = {results['same_rows']['ratio']}x")
+    results["goals"] = {"docs_per_s": 25_000, "ratio_vs_naive": 5, "peak_rss_mb": 1536}
+    write_result("ingest", results)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,31 @@
+"""Fixtures for the active-learning tests: tiny random BERTs (milliseconds to load) and a small labeled slice."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer, 32-wide random BERT with the MiniLM tokenizer, saved as a model folder."""
+    from curation.encoder import save_random_bert
+
+    return save_random_bert(tmp_path_factory.mktemp("tiny_bert"), hidden_size=32, num_hidden_layers=2,
+                            num_attention_heads=2, intermediate_size=64, seed=0)
+
+
+@pytest.fixture(scope="session")
+def banking_slice() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """BANKING77 restricted to 6 intents: 40 train and 20 test texts each (columns text, category)."""
+    from tests.conftest import shared_data
+
+    train = pd.read_csv(shared_data("banking77", "train.csv"))
+    test = pd.read_csv(shared_data("banking77", "test.csv"))
+    keep = ["card_arrival", "lost_or_stolen_card", "exchange_rate", "pin_blocked", "top_up_failed",
+            "cash_withdrawal_charge"]
+    tr = train[train["category"].isin(keep)].groupby("category", group_keys=False).head(40).reset_index(drop=True)
+    te = test[test["category"].isin(keep)].groupby("category", group_keys=False).head(20).reset_index(drop=True)
+    return tr, te

@@ -1,0 +1,164 @@
+from __future__ import annotations
+
+import csv
+import pickle
+import random
+from pathlib import Path
+
+import pytest
+import spacy
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from nltk.tokenize.punkt import PunktParameters, PunktSentenceTokenizer
+
+from pipelines import tokenize as tk
+from pipelines.tokenize import (
+    SentenceSplitter,
+    count_tokens,
+    default_splitter,
+    train_sentence_splitter,
+)
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+EXAMPLE = "Nokia Corp. said on Tuesday that sales rose 5 %. Shares of Apple Inc. fell."
+
+
+def _need(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"{path} is missing")
+    return path
+
+
+def _csv(relative: str, column: str = "text", limit: int = 3000) -> list[str]:
+    with _need(DATA / relative).open(encoding="utf-8", errors="replace") as fh:
+        return [r[column] for r in csv.DictReader(fh) if r[column]][:limit]
+
+
+def _phrasebank() -> list[str]:
+    folder = _need(DATA / "financial_phrasebank")
+    lines = (folder / "Sentences_50Agree.txt").read_text(encoding="utf-8-sig").splitlines()
+    for name in ("Sentences_66Agree.txt", "Sentences_75Agree.txt", "Sentences_AllAgree.txt"):
+        lines += (folder / name).read_text(encoding="latin-1").splitlines()
+    return list(dict.fromkeys(line.rsplit("@", 1)[0] for line in lines))
+
+
+def _real_texts() -> list[str]:
+    return (
+        _csv("twitter_us_airline_sentiment/Tweets.csv")
+        + _csv("banking77/train.csv")
+        + _csv("twitter_financial_news_sentiment/sent_train.csv")
+        + _csv("cfpb_consumer_complaints_slice/Consumer_Complaints.csv", "Consumer_complaint_narrative")
+        + _phrasebank()[:2000]
+    )
+
+
+@pytest.mark.integration
+def test_token_counts_equal_spacy_on_real_texts():
+    texts = _real_texts()
+    ours = tk._get_tokenizer()
+    assert count_tokens(texts) == [len(ours(t)) for t in texts]
+    # Where neither placeholders nor emoji occur, that is plain spaCy.
+    plain = spacy.blank("en").tokenizer
+    ascii_texts = [t for t in texts if t.isascii() and "<" not in t]
+    assert len(ascii_texts) > 5000
+    assert count_tokens(ascii_texts) == [len(plain(t)) for t in ascii_texts]
+
+
+WORDS = ["hello", "Inc.", "don't", "<URL>", "<EMAIL>", "😍", "👍🏽", "3.5%", "$5", "U.S.", "(", ")", "!", "?", ",",
+         "http://t.co/x", "e.g.", "'s", "A", "-", "#tag", "@user", "..."]  # fmt: skip
+GAPS = ["", " ", " ", " ", "  ", "\n", " \n ", "\t", "\xa0", "\u2003", "\n\n"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(GAPS), st.sampled_from(WORDS)), max_size=12), st.sampled_from(GAPS))
+def test_token_counts_equal_spacy_for_any_spacing(parts, tail):
+    text = "".join(gap + word for gap, word in parts) + tail
+    assert count_tokens([text]) == [len(tk._get_tokenizer()(text))]
+
+
+def test_placeholders_and_emoji_are_one_token_each():
+    tok = tk._get_tokenizer()
+    cases = {
+        "Call <PHONE> or see <URL>.": ["Call", "<PHONE>", "or", "see", "<URL>", "."],
+        "(<EMAIL>)": ["(", "<EMAIL>", ")"],
+        "mail<EMAIL>now": ["mail", "<EMAIL>", "now"],
+        "ok 👍🏽 👨\u200d👩\u200d👧 🇬🇧🇺🇸 😍😍!": ["ok", "👍🏽", "👨\u200d👩\u200d👧", "🇬🇧", "🇺🇸", "😍", "😍", "!"],
+    }
+    for text, tokens in cases.items():
+        assert [t.text for t in tok(text)] == tokens
+        assert count_tokens([text]) == [len(tokens)]
+    assert count_tokens(["", " ", "a  b", " a"]) == [0, 1, 3, 2]
+
+
+def test_token_counting_does_not_grow_the_vocabulary():
+    rng = random.Random(0)
+    count_tokens(["warm up the tokenizer"])
+    strings = len(tk._get_nlp().vocab.strings)
+    texts = [" ".join(f"w{rng.randrange(10**9)}x" for _ in range(10)) for _ in range(2000)]
+    assert count_tokens(texts) == [10] * len(texts)
+    assert len(tk._get_nlp().vocab.strings) < strings + 100
+
+
+def test_default_splitter_knows_financial_abbreviations():
+    splitter = default_splitter()
+    assert {"corp", "inc", "ltd", "plc", "oyj", "e.g", "u.s", "vs"} <= splitter.abbreviations
+    assert splitter.split(EXAMPLE) == [
+        "Nokia Corp. said on Tuesday that sales rose 5 %.",
+        "Shares of Apple Inc. fell.",
+    ]
+    # Without the list, Punkt ends a sentence after every "Corp." and "Inc.".
+    assert len(PunktSentenceTokenizer(PunktParameters()).tokenize(EXAMPLE)) == 4
+
+
+@pytest.mark.integration
+def test_punkt_trained_on_phrasebank_learns_abbreviations():
+    corpus = _phrasebank()
+    learned = train_sentence_splitter(corpus, include_defaults=False)
+    assert {"inc", "u.s", "e.g"} <= learned.abbreviations
+    text = "Shares of Apple Inc. fell sharply. Analysts were surprised."
+    assert len(PunktSentenceTokenizer(PunktParameters()).tokenize(text)) == 3
+    assert learned.count([text]) == [2]
+    trained = train_sentence_splitter(corpus)
+    assert trained.count([EXAMPLE]) == [2]
+    assert trained.split(EXAMPLE)[1] == "Shares of Apple Inc. fell."
+
+
+def test_social_text_counts():
+    splitter = default_splitter()
+    cases = {
+        "": 0,
+        "   \n ": 0,
+        "no punctuation at all": 1,
+        "Thanks!!! See you soon": 2,
+        "What?! No way. Really": 3,
+        "@united thanks... never again!! #fail": 1,
+        "Great flight!! 😍😍 <URL>": 1,
+        "Love it 😍\nWill fly again": 2,
+        "@VirginAmerica\nwhere is our luggage #so slow at lax": 1,
+        "I paid $5.50 at 3 p.m. today. Why?": 2,
+        'He said "no." Then he left.': 2,
+    }
+    assert splitter.count(list(cases)) == list(cases.values())
+    assert splitter.split("Love it 😍\nWill fly again") == ["Love it 😍", "Will fly again"]
+
+
+@pytest.mark.integration
+def test_fast_paths_give_the_same_answers():
+    texts = _real_texts()
+    splitter = default_splitter()
+    assert splitter.count(texts) == [len(splitter.split(t)) for t in texts]
+    # The "!"/"?" short-cut and the cache inside Punkt change nothing.
+    params = splitter._punkt._params
+    vanilla = PunktSentenceTokenizer(params)
+    fast = SentenceSplitter(params)._punkt
+    tricky = ["Inc.! Wow", "Apple Inc.!? The", "wow?!", "a ! b", "x.?", 'He said "no!" Then left.']
+    for t in texts + tricky:
+        assert fast.tokenize(t) == vanilla.tokenize(t), t
+
+
+def test_splitter_survives_pickling_for_worker_processes():
+    splitter = train_sentence_splitter(["Apple Inc. said it sold more phones. The U.S. market grew."] * 50)
+    splitter.count([EXAMPLE])  # warm the caches, which must not travel
+    copy = pickle.loads(pickle.dumps(splitter))
+    assert copy.abbreviations == splitter.abbreviations
+    assert copy.split(EXAMPLE) == splitter.split(EXAMPLE)
