@@ -101,7 +101,7 @@ class LabelStudioConfig(_Strict):
     max_text_chars: int = Field(100_000, ge=100)
     timeout_s: float = Field(120.0, gt=0)
     retries: int = Field(4, ge=0, le=20)
-    pull_overlap_s: float = Field(5.0, ge=0, le=3600)
+    pull_overlap_s: float = Field(2.0, ge=0, le=3600)
 
 
 class ActiveLearningConfig(_Strict):

@@ -61,6 +61,14 @@ def _quiet_transformers() -> None:
     hf_logging.disable_progress_bar()
 
 
+def _dtype_kwargs(dtype: torch.dtype) -> dict[str, Any]:
+    """transformers >= 4.56 names it `dtype`; older releases `torch_dtype`."""
+    import transformers
+
+    major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
+    return {"dtype": dtype} if (major, minor) >= (4, 56) else {"torch_dtype": dtype}
+
+
 def library_versions() -> dict[str, str]:
     """Versions that matter for reproducing embeddings and timings."""
     import transformers
@@ -302,11 +310,13 @@ class Encoder:
         self.batch_tokens = int(batch_tokens or (_CUDA_BATCH_TOKENS if cuda else _CPU_BATCH_TOKENS))
         try:
             self.model = AutoModel.from_pretrained(
-                str(self.ref.path), local_files_only=True, dtype=self.dtype, attn_implementation="sdpa"
+                str(self.ref.path), local_files_only=True, attn_implementation="sdpa", **_dtype_kwargs(self.dtype)
             )
         except (OSError, ValueError) as exc:
             raise ModelError(f"Cannot load encoder {self.ref.name} from {self.ref.path}: {exc}") from exc
         self.model.eval().to(self.device)
+        #: Tokenize in a background thread while the model runs (on by default on CUDA, where it pays).
+        self.overlap = cuda
         self.dim = int(self.model.config.hidden_size)
         max_pos = int(getattr(self.model.config, "max_position_embeddings", 512) or 512)
         self.max_length = min(self.max_length, max_pos)
@@ -364,7 +374,7 @@ class Encoder:
         if not texts:
             return out
         cuda = self.device.type == "cuda"
-        batches = _prefetch(self._prepared(texts), depth=8) if cuda else self._prepared(texts)
+        batches = _prefetch(self._prepared(texts), depth=8) if self.overlap else self._prepared(texts)
         pending: list[tuple[np.ndarray, torch.Tensor]] = []
         with torch.inference_mode():
             for rows, ids, mask in batches:
@@ -471,7 +481,8 @@ def load_sequence_classifier(
     try:
         config = AutoConfig.from_pretrained(str(ref.path), local_files_only=True, **kwargs)
         net = AutoModelForSequenceClassification.from_pretrained(
-            str(ref.path), config=config, local_files_only=True, dtype=torch.float32, attn_implementation="sdpa"
+            str(ref.path), config=config, local_files_only=True, attn_implementation="sdpa",
+            **_dtype_kwargs(torch.float32),
         )
     except (OSError, ValueError) as exc:
         raise ModelError(f"Cannot load {ref.name} for sequence classification: {exc}") from exc

@@ -42,6 +42,7 @@ __all__ = [
     "cross_split_pairs",
     "check_leaks",
     "label_balance",
+    "split_label_counts",
 ]
 
 SPLITS: tuple[str, str, str] = ("train", "dev", "test")
@@ -139,7 +140,7 @@ def _hex_prefix64(values: Any) -> np.ndarray | None:
     nib = _HEX[data.reshape(n, width)[:, :16]]
     if (nib == 255).any():
         return None
-    out = np.zeros(n, dtype=np.uint64)
+    out: np.ndarray = np.zeros(n, dtype=np.uint64)
     for i in range(16):
         out = (out << np.uint64(4)) | nib[:, i].astype(np.uint64)
     return out
@@ -182,7 +183,7 @@ def document_keys(docs: pd.DataFrame, group_keys: pd.DataFrame | None = None) ->
     cluster = docs["cluster_id"]
     cluster_codes = _codes(cluster.to_numpy(dtype=np.int64)) if cluster.notna().all() and n else _codes(
         cluster.astype("Int64").astype(object).where(cluster.notna(), None))
-    key_pos = np.arange(n, dtype=np.int64)
+    key_pos: np.ndarray = np.arange(n, dtype=np.int64)
     own = docs["group_key"]
     if group_keys is not None and len(group_keys):
         at = pd.Index(ids).get_indexer(group_keys["document_id"].to_numpy(dtype=np.int64))
@@ -249,7 +250,7 @@ _HEX[np.frombuffer(b"abcdef", dtype=np.uint8)] = np.arange(10, 16, dtype=np.uint
 _HEX[np.frombuffer(b"ABCDEF", dtype=np.uint8)] = np.arange(10, 16, dtype=np.uint8)
 
 
-def _key64(keys: Sequence[Any]) -> np.ndarray:
+def _key64(keys: Sequence[Any] | np.ndarray) -> np.ndarray:
     """64 bits per key: the key itself when it is 16 hex digits (a content-hash prefix), else its BLAKE2b."""
     strs = [str(k) for k in keys]
     out = np.zeros(len(strs), dtype=np.uint64)
@@ -260,7 +261,7 @@ def _key64(keys: Sequence[Any]) -> np.ndarray:
         raw = np.frombuffer("".join(s for s, f in zip(strs, fixed, strict=True) if f).encode("ascii"), dtype=np.uint8)
         nib = _HEX[raw].reshape(-1, 16)
         good = (nib != 255).all(axis=1)
-        vals = np.zeros(len(nib), dtype=np.uint64)
+        vals: np.ndarray = np.zeros(len(nib), dtype=np.uint64)
         for i in range(16):
             vals = (vals << np.uint64(4)) | nib[:, i].astype(np.uint64)
         where = np.flatnonzero(fixed)
@@ -272,7 +273,7 @@ def _key64(keys: Sequence[Any]) -> np.ndarray:
     return out
 
 
-def hash_units(keys: Sequence[Any], seed: int) -> np.ndarray:
+def hash_units(keys: Sequence[Any] | np.ndarray, seed: int) -> np.ndarray:
     """A uniform number in [0, 1) per key for this seed: splitmix64(key bits XOR splitmix64(seed)).
 
     Plain integer arithmetic, so the numbers (and thus every split) are the same on every platform and version.
@@ -505,34 +506,46 @@ def check_leaks(
     return out
 
 
+def split_label_counts(split: Any, labels: Any) -> pd.DataFrame:
+    """Documents per label (rows, sorted; missing labels dropped) and split (columns train, dev, test)."""
+    scodes = _split_codes(np.asarray(split, dtype=object))
+    lab = pd.Series(np.asarray(labels, dtype=object))
+    lcodes, lnames = pd.factorize(lab)
+    keep = (lcodes >= 0) & (scodes >= 0)
+    nl = len(lnames)
+    mat = np.bincount(lcodes[keep] * 3 + scodes[keep], minlength=3 * nl).reshape(nl, 3)
+    return pd.DataFrame(mat, index=pd.Index([str(x) for x in lnames], name="label"), columns=list(SPLITS)).sort_index()
+
+
 def label_balance(split: Any, labels: Any, *, min_rows: int = 50) -> dict[str, Any]:
     """Each label's share overall and per split, and the largest gap in percentage points.
 
     Only labels with at least `min_rows` documents count towards `max_deviation_points`: tiny labels cannot be
     spread evenly over small splits.
     """
-    frame = pd.DataFrame({"split": np.asarray(split, dtype=object), "label": np.asarray(labels, dtype=object)})
-    frame["label"] = frame["label"].where(frame["label"].notna(), None).astype(object)
-    frame = frame[frame["label"].notna()]
-    if frame.empty:
+    counts = split_label_counts(split, labels)
+    return _balance_of(counts, min_rows=min_rows)
+
+
+def _balance_of(counts: pd.DataFrame, *, min_rows: int = 50) -> dict[str, Any]:
+    totals = counts.sum(axis=1)
+    if totals.sum() == 0:
         return {"overall": {}, "by_split": {}, "max_deviation_points": 0.0, "labels_checked": []}
-    overall = frame["label"].value_counts(normalize=True)
-    totals = frame["label"].value_counts()
+    overall = totals / totals.sum()
+    big = totals >= min_rows
     by_split: dict[str, dict[str, float]] = {}
     worst = 0.0
-    checked = sorted(str(x) for x in totals[totals >= min_rows].index)
     for name in SPLITS:
-        part = frame.loc[frame["split"] == name, "label"]
-        if part.empty:
+        n = counts[name].sum()
+        if n == 0:
             continue
-        share = part.value_counts(normalize=True).reindex(overall.index, fill_value=0.0)
+        share = counts[name] / n
         by_split[name] = {str(k): round(float(v), 6) for k, v in share.items()}
-        gaps = (share - overall).abs()[totals >= min_rows]
-        if len(gaps):
-            worst = max(worst, float(gaps.max()) * 100)
+        if big.any():
+            worst = max(worst, float((share - overall)[big].abs().max()) * 100)
     return {
         "overall": {str(k): round(float(v), 6) for k, v in overall.items()},
         "by_split": by_split,
         "max_deviation_points": round(worst, 3),
-        "labels_checked": checked,
+        "labels_checked": sorted(str(x) for x in totals[big].index),
     }

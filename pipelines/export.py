@@ -47,6 +47,7 @@ from curation.splits import (
     label_balance,
     normalize_texts,
     parse_split,
+    split_label_counts,
     time_splits,
 )
 from store import exports as export_store
@@ -158,6 +159,10 @@ def export_dataset(
                 + (f" from source {source!r}" if source else "") + f" (excluded: {excluded}).",
                 hint="ingest files with a label column, pull labels from Label Studio, or loosen the filters",
             )
+        # The leak check's text normalization (Arrow, outside the GIL) runs beside grouping and assignment.
+        helper = ThreadPoolExecutor(max_workers=1)
+        normalized = helper.submit(normalize_texts, frame["text"])
+        helper.shutdown(wait=False)
         with stage("group"):
             links = document_keys(frame, keys)
             frame["group"] = group_documents(frame, keys=links)
@@ -173,32 +178,36 @@ def export_dataset(
                 assignment = assign_splits(frame, ratios=ratios, seed=seed, previous=previous)
             frame["split"] = pd.Categorical(assignment.split, categories=list(SPLITS))
         with stage("leak_check"):
-            leaks = check_leaks(frame, keys=links, texts=normalize_texts(frame["text"]))
+            leaks = check_leaks(frame, keys=links, texts=normalized.result())
         if leaks["total"]:
             raise ExportError(_leak_message(leaks), hint="nothing was written; this points at inconsistent "
                               "content hashes or cluster ids in the store: re-ingest the sources, and report it")
         with stage("version"):
-            frame = frame.sort_values("id", kind="stable").reset_index(drop=True)
+            if not frame["id"].is_monotonic_increasing:
+                frame = frame.sort_values("id", kind="stable").reset_index(drop=True)
             table = _table(frame)
             version = _version(table, fmt)
         target = root / version
         existed = (target / "manifest.json").is_file()
         files: dict[str, Any] = {}
         manifest: dict[str, Any]
-        summary = _summary(frame, assignment, ratios)
-        if existed:
-            manifest = json.loads((target / "manifest.json").read_text(encoding="utf-8"))
-            files = manifest.get("files", {})
-        else:
-            manifest = _manifest(store, frame, version=version, fmt=fmt, split=split, ratios=ratios, seed=seed,
-                                 params=params, summary=summary, leaks=leaks, excluded=excluded, anchor=anchor,
-                                 assignment=assignment, run_id=run_id, domain=domain,
-                                 mode="time" if time_split else "hash")
+        with stage("summary"):
+            summary = _summary(frame, assignment, ratios)
+            if existed:
+                manifest = json.loads((target / "manifest.json").read_text(encoding="utf-8"))
+                files = manifest.get("files", {})
+            else:
+                manifest = _manifest(store, frame, version=version, fmt=fmt, split=split, ratios=ratios, seed=seed,
+                                     params=params, summary=summary, leaks=leaks, excluded=excluded, anchor=anchor,
+                                     assignment=assignment, run_id=run_id, domain=domain,
+                                     mode="time" if time_split else "hash")
+        if not existed:
             with stage("write"):
                 files, existed = _write_version(root, version, table, fmt=fmt, manifest=manifest)
-        _point_latest(root, version)
-        export_store.record_export_version(store, version=version, out=str(target.resolve()), manifest=manifest,
-                                           run_id=run_id)
+        with stage("record"):
+            _point_latest(root, version)
+            export_store.record_export_version(store, version=version, out=str(target.resolve()),
+                                               manifest=manifest, run_id=run_id)
         result = {
             "version": version,
             "out": str(target.resolve()),
@@ -358,20 +367,21 @@ def _version(table: pa.Table, fmt: str) -> str:
 
 
 def _summary(frame: pd.DataFrame, assignment: SplitAssignment, ratios: tuple[float, float, float]) -> dict[str, Any]:
-    rows = {s: int(n) for s, n in frame["split"].value_counts().reindex(list(SPLITS), fill_value=0).items()}
     lab = frame["label"].astype(object).where(frame["label"].notna(), "(unlabeled)")
-    counts = {s: {str(k): int(v) for k, v in lab[frame["split"] == s].value_counts().sort_index().items()}
-              for s in SPLITS if rows[s]}
-    sizes = frame["group"].value_counts()
-    largest = int(sizes.iloc[0]) if len(sizes) else 0
+    table = split_label_counts(frame["split"], lab)
+    rows = {s: int(table[s].sum()) for s in SPLITS}
+    counts = {s: {str(k): int(v) for k, v in table[s].items() if v} for s in SPLITS if rows[s]}
+    sizes = np.bincount(frame["group"].cat.codes.to_numpy()) if len(frame) else np.zeros(1, dtype=np.int64)
+    largest = int(sizes.max())
     warnings: list[str] = []
     smallest = min(r for r in ratios if r > 0) * len(frame)
     if largest > smallest / 2 and len(frame) >= 100:
-        warnings.append(f"group {sizes.index[0]} holds {largest} of {len(frame)} documents: splits cannot meet the "
-                        "ratios; check the group key")
-    balance = label_balance(frame["split"], frame["label"])
+        name = frame["group"].cat.categories[int(sizes.argmax())]
+        warnings.append(f"group {name} holds {largest} of {len(frame)} documents: splits cannot meet the ratios; "
+                        "check the group key")
     return {"rows": rows, "counts": counts, "largest_group": largest, "warnings": warnings,
-            "label_balance": balance,
+            "labels": {str(k): int(v) for k, v in table.sum(axis=1).items() if k != "(unlabeled)"},
+            "label_balance": label_balance(frame["split"], frame["label"]),
             "label_sources": {str(k): int(v) for k, v in frame["label_source"].value_counts().items()}}
 
 
@@ -418,7 +428,7 @@ def _manifest(
         "rows": summary["rows"],
         "total_rows": len(frame),
         "counts": summary["counts"],
-        "labels": {str(k): int(v) for k, v in frame["label"].value_counts().sort_index().items()},
+        "labels": summary["labels"],
         "label_sources": summary["label_sources"],
         "label_balance": summary["label_balance"],
         "groups": assignment.groups,

@@ -348,7 +348,7 @@ def _store_batch(
             "minhash": prep.sigs[pos_in_first[i]].tobytes(),
         } for i in new_pos]
         with timer("db_write"):
-            ids = docs_store.insert_documents(conn, rows_doc)
+            ids, inserted = docs_store.insert_documents(conn, rows_doc)
             existing.update(ids)
         new_ids = np.array([existing[hashes[i]] for i in new_pos], dtype=np.int64)
         new_sigs = (prep.sigs[[pos_in_first[i] for i in new_pos]] if new_pos
@@ -372,8 +372,9 @@ def _store_batch(
             } for i in live if labels[i] is not None and row_nums[i] in occ_ids]
             stats.labels_imported += docs_store.insert_import_annotations(conn, ann_rows)
             docs_store.insert_quarantine(conn, quarantine)
-    stats.stored += len(new_pos)
-    stats.duplicates += len(live) - len(new_pos) + already
+    # A concurrent run may have stored some of these texts first: for this run they are duplicates.
+    stats.stored += inserted
+    stats.duplicates += len(live) - inserted + already
     stats.already_ingested += already + (n_quarantined - len(quarantine))
     stats.quarantined += n_quarantined
     stats.quarantine_reasons.update(reasons)

@@ -17,6 +17,8 @@ import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -247,7 +249,26 @@ class LabelStudioClient:
             raise ApiError(status_code=resp.status_code, headers=dict(resp.headers), body=detail)
         return resp.json() if resp.content else None
 
-    # ------------------------------------------------------------------ users and health
+    # ------------------------------------------------------------------ users, health, clock
+    def server_time(self) -> datetime:
+        """The server's clock (HTTP Date header, whole seconds, rounded down), to bound what a pull has seen."""
+        def fetch() -> Any:
+            resp = self._http.request("health", method="GET", request_options={"max_retries": 0})
+            if resp.status_code >= 500:
+                from label_studio_sdk.core.api_error import ApiError
+
+                raise ApiError(status_code=resp.status_code, headers=dict(resp.headers), body=resp.text)
+            return resp
+
+        resp = self._call("read the server time", fetch)
+        date = resp.headers.get("date")
+        if date:
+            try:
+                return parsedate_to_datetime(date).astimezone(UTC)
+            except (TypeError, ValueError):
+                pass
+        return datetime.now(UTC)
+
     def whoami(self) -> dict[str, Any]:
         return self._call("read the current user", lambda: self._raw("GET", "api/current-user/whoami"))
 
@@ -367,13 +388,19 @@ class LabelStudioClient:
         all_fields: bool = False,
         page_size: int = 1000,
         page: int = 1,
+        task_ids: Sequence[int] | None = None,
     ) -> list[dict[str, Any]]:
-        """One page of the data-manager task list, filtered, with only the `include` fields (plain dicts)."""
+        """One page of the data-manager task list, filtered, with only the `include` fields (plain dicts).
+
+        Pages of about 1,000 are cheapest per task (measured: 5,000 cost 8 times 1,000). `task_ids`: only those.
+        """
         query: dict[str, Any] = {}
         if filters:
             query["filters"] = {"conjunction": "and", "items": list(filters)}
         if ordering:
             query["ordering"] = [ordering]
+        if task_ids is not None:
+            query["selectedItems"] = {"all": False, "included": [int(t) for t in task_ids]}
         params: dict[str, Any] = {"project": project_id, "page": page, "page_size": page_size,
                                   "include": ",".join(include)}
         if query:

@@ -79,12 +79,15 @@ def lookup_hashes(conn: Connection, domain: str, hashes: Iterable[str]) -> dict[
     return found
 
 
-def insert_documents(conn: Connection, rows: Sequence[dict[str, Any]]) -> dict[str, int]:
-    """Insert new documents (skipping hashes another run stored meanwhile); returns id per content hash."""
+def insert_documents(conn: Connection, rows: Sequence[dict[str, Any]]) -> tuple[dict[str, int], int]:
+    """Insert new documents, skipping hashes another run stored meanwhile.
+
+    Returns the id per content hash and how many rows this call really inserted.
+    """
     if not rows:
-        return {}
-    insert_ignore(conn, Document.__table__, rows, conflict=["domain", "content_hash"])
-    return lookup_hashes(conn, rows[0]["domain"], (r["content_hash"] for r in rows))
+        return {}, 0
+    inserted = insert_ignore(conn, Document.__table__, rows, conflict=["domain", "content_hash"])
+    return lookup_hashes(conn, rows[0]["domain"], (r["content_hash"] for r in rows)), inserted
 
 
 def set_clusters(conn: Connection, doc_ids: Sequence[int], cluster_ids: Sequence[int]) -> None:

@@ -5,6 +5,7 @@ Why here: every other package gets a `Store` and calls functions in `store.*`; n
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -16,7 +17,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, Table, create_engine, event, insert, text
+from sqlalchemy import JSON, Connection, Engine, Table, create_engine, event, insert, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
@@ -36,6 +37,7 @@ __all__ = [
 ]
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+_COPY_MIN_ROWS = 2000
 _PG_MIGRATION_LOCK = 7_201_001
 
 
@@ -83,12 +85,23 @@ def downgrade(engine: Engine, revision: str) -> None:
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    # The driver's own transaction handling off: SQLAlchemy's "begin" event below emits BEGIN IMMEDIATE.
+    dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=60000")
     cur.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    """Take SQLite's write lock at the start of each transaction (waiting up to busy_timeout).
+
+    Why: in WAL mode a transaction that reads and then writes fails at once with SQLITE_BUSY when another
+    process wrote in between; taking the lock up front makes concurrent runs wait their turn instead.
+    """
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 @dataclass
@@ -151,6 +164,7 @@ def open_store(url: str, *, migrate: bool = True) -> Store:
         raise StoreError(f"Cannot create an engine for {redact_url(url)}: {exc}") from exc
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
     store = Store(url=url, engine=engine)
     if migrate:
         try:
@@ -175,6 +189,8 @@ def insert_ignore(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]
         return 0
     if conn.dialect.name == "sqlite":
         return _sqlite_insert_ignore(conn, table, rows, conflict=conflict)
+    if conn.dialect.name == "postgresql" and len(rows) >= _COPY_MIN_ROWS:
+        return _pg_copy_insert_ignore(conn, table, rows, conflict=conflict)
     if conn.dialect.name == "postgresql":
         # RETURNING through insertmanyvalues: batched multi-row INSERTs, and an exact count of new rows.
         pk = list(table.primary_key.columns)[0]
@@ -215,6 +231,42 @@ def _sqlite_insert_ignore(
     before = raw.total_changes  # type: ignore[union-attr]
     conn.exec_driver_sql(sql, params)  # type: ignore[arg-type]
     return int(raw.total_changes - before)  # type: ignore[union-attr]
+
+
+def _pg_copy_insert_ignore(
+    conn: Connection, table: Table, rows: Sequence[dict[str, Any]], *, conflict: Sequence[str]
+) -> int:
+    """PostgreSQL's fastest path: COPY into a temporary table, then INSERT ... SELECT ... ON CONFLICT DO NOTHING."""
+    given = set(rows[0])
+    cols = [c for c in table.columns if c.name in given]
+    defaults = {
+        c.name: c.default.arg  # type: ignore[union-attr]
+        for c in table.columns
+        if c.name not in given and c.default is not None and getattr(c.default, "is_scalar", False)
+    }
+    names = [c.name for c in cols] + list(defaults)
+    json_cols = {c.name for c in cols if isinstance(c.type, JSON)}
+    tmp = f"_copy_{table.name}"
+    col_list = ", ".join(names)
+    raw = conn.connection.driver_connection
+    with raw.cursor() as cur:  # type: ignore[union-attr]
+        cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {tmp} (LIKE {table.name} INCLUDING DEFAULTS)")
+        cur.execute(f"TRUNCATE {tmp}")
+        tail = tuple(defaults.values())
+        with cur.copy(f"COPY {tmp} ({col_list}) FROM STDIN") as copy:
+            for r in rows:
+                copy.write_row(tuple(
+                    json.dumps(r[c.name], ensure_ascii=False, default=str)
+                    if c.name in json_cols and r.get(c.name) is not None else r.get(c.name)
+                    for c in cols
+                ) + tail)
+        cur.execute(
+            f"INSERT INTO {table.name} ({col_list}) SELECT {col_list} FROM {tmp} "
+            f"ON CONFLICT ({', '.join(conflict)}) DO NOTHING"
+        )
+        inserted = cur.rowcount
+        cur.execute(f"TRUNCATE {tmp}")
+    return int(inserted)
 
 
 def default_sqlite_url(base: Path | None = None) -> str:

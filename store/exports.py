@@ -20,11 +20,12 @@ import tempfile
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
+from typing import cast as cast_type
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from sqlalchemy import Select, Text, and_, cast, exists, func, select, union
+from sqlalchemy import Table, Text, and_, cast, exists, func, select, union
 from sqlalchemy.engine import make_url
 
 from curation.errors import StoreError
@@ -52,7 +53,7 @@ def _live_annotation() -> Any:
     return and_(a.deleted_at.is_(None), a.was_cancelled.is_(False), a.label.is_not(None))
 
 
-def _scope(q: Select[Any], *, domain: str | None, source: str | None) -> Select[Any]:
+def _scope(q: Any, *, domain: str | None, source: str | None) -> Any:
     if domain:
         q = q.where(Document.domain == domain)
     if source:
@@ -77,7 +78,7 @@ with pa.OSFile(out, "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer
 """
 
 
-def _sql(store: Store, q: Select[Any]) -> str:
+def _sql(store: Store, q: Any) -> str:
     return str(q.compile(dialect=store.engine.dialect, compile_kwargs={"literal_binds": True}))
 
 
@@ -87,7 +88,7 @@ def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
 
 
 def _read_sqlite_children(
-    store: Store, path: str, queries: Sequence[tuple[Select[Any], pa.Schema]]
+    store: Store, path: str, queries: Sequence[tuple[Any, pa.Schema]]
 ) -> list[pa.Table]:
     with tempfile.TemporaryDirectory(prefix="curate-read-") as tmp:
         procs = []
@@ -110,7 +111,7 @@ def _read_sqlite_children(
         return tables
 
 
-def _read_in_process(store: Store, q: Select[Any], schema: pa.Schema) -> pa.Table:
+def _read_in_process(store: Store, q: Any, schema: pa.Schema) -> pa.Table:
     """Rows through the store's connection, column by column (the cyclic GC paused over millions of tuples)."""
     enabled = gc.isenabled()
     gc.disable()
@@ -134,7 +135,7 @@ def _large(store: Store) -> bool:
         return int(conn.execute(select(func.count()).select_from(Document)).scalar() or 0) >= _CHILD_MIN_DOCUMENTS
 
 
-def _read(store: Store, queries: Sequence[tuple[Select[Any], pa.Schema]]) -> list[pd.DataFrame]:
+def _read(store: Store, queries: Sequence[tuple[Any, pa.Schema]]) -> list[pd.DataFrame]:
     """The queries' rows as DataFrames with the schemas' columns and types (strings Arrow-backed)."""
     url = make_url(store.url)
     tables: list[pa.Table] | None = None
@@ -158,7 +159,7 @@ def _read(store: Store, queries: Sequence[tuple[Select[Any], pa.Schema]]) -> lis
 
 def _documents_query(
     *, domain: str | None, source: str | None, labeled_only: bool, time_key: str | None
-) -> tuple[Select[Any], pa.Schema]:
+) -> tuple[Any, pa.Schema]:
     d = Document
     cols: list[Any] = [d.id, d.external_id, d.text, d.content_hash, d.cluster_id, d.group_key, d.domain,
                        Source.name]
@@ -175,7 +176,7 @@ def _documents_query(
     return q.order_by(d.id), pa.schema(fields)
 
 
-def _votes_query(*, domain: str | None, source: str | None) -> tuple[Select[Any], pa.Schema]:
+def _votes_query(*, domain: str | None, source: str | None) -> tuple[Any, pa.Schema]:
     a = Annotation
     q = select(a.document_id, a.annotator, a.label, a.origin).join(Document, Document.id == a.document_id)
     if source:
@@ -185,7 +186,7 @@ def _votes_query(*, domain: str | None, source: str | None) -> tuple[Select[Any]
                          *(pa.field(n, pa.large_string()) for n in ("annotator", "label", "origin"))])
 
 
-def _keys_query(*, domain: str | None, source: str | None) -> tuple[Select[Any], pa.Schema]:
+def _keys_query(*, domain: str | None, source: str | None) -> tuple[Any, pa.Schema]:
     o, d = Occurrence, Document
     q = select(o.document_id, o.group_key).join(d, d.id == o.document_id)
     if source:
@@ -276,7 +277,7 @@ def record_export_version(
 ) -> bool:
     """Remember a written version (once per version); True if this call recorded it."""
     with store.connect() as conn:
-        return insert_ignore(conn, ExportVersion.__table__, [{
+        return insert_ignore(conn, cast_type(Table, ExportVersion.__table__), [{
             "version": version, "out": out, "manifest": manifest, "run_id": run_id, "created_at": datetime.now(UTC),
         }], conflict=["version"]) > 0
 

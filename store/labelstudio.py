@@ -47,6 +47,7 @@ __all__ = [
     "get_state",
     "set_state",
     "apply_pull_batch",
+    "tasks_with_live_annotations",
     "project_annotations_frame",
     "annotation_history",
 ]
@@ -399,6 +400,15 @@ def apply_pull_batch(
 
 
 # ---------------------------------------------------------------------------------------------------- reads
+def tasks_with_live_annotations(store: Store, *, project_id: int) -> set[int]:
+    """Label Studio task ids for which the store holds current (not deleted) annotations of that project."""
+    a = Annotation
+    q = select(a.ls_task_id).distinct().where(a.project_id == project_id, a.origin.in_(LS_ORIGINS),
+                                               a.deleted_at.is_(None), a.ls_task_id.is_not(None))
+    with store.connect() as conn:
+        return {int(t) for t in conn.execute(q).scalars()}
+
+
 def project_annotations_frame(store: Store, *, project_id: int, include_deleted: bool = False,
                               server_url: str | None = None) -> pd.DataFrame:
     """Annotations pulled from one Label Studio project (by its id), current versions."""

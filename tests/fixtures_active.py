@@ -8,6 +8,12 @@ import pandas as pd
 import pytest
 
 
+@pytest.fixture(autouse=True)
+def _private_weight_cache(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Weight fingerprints are cached in a test folder, not the user's ~/.cache."""
+    monkeypatch.setenv("CURATE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "curate-cache"))
+
+
 @pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-layer, 32-wide random BERT with the MiniLM tokenizer, saved as a model folder."""

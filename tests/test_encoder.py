@@ -41,6 +41,27 @@ def test_batching_and_sorting_do_not_change_vectors(tiny_bert: Path) -> None:
     np.testing.assert_allclose(enc.encode(many[::-1])[::-1], batched, atol=1e-5)
 
 
+def test_background_tokenization_gives_the_same_vectors(tiny_bert: Path) -> None:
+    enc = Encoder(tiny_bert, device="cpu", batch_tokens=16)
+    plain = enc.encode(TEXTS * 3)
+    enc.overlap = True
+    np.testing.assert_array_equal(enc.encode(TEXTS * 3), plain)
+
+
+def test_prefetch_reraises_and_stops_early() -> None:
+    from curation.encoder import _prefetch
+
+    def broken():  # type: ignore[no-untyped-def]
+        yield 1
+        raise ValueError("tokenizer failed")
+
+    with pytest.raises(ValueError, match="tokenizer failed"):
+        list(_prefetch(broken(), depth=2))
+    gen = _prefetch(iter(range(10_000)), depth=2)
+    assert next(gen) == 0
+    gen.close()  # the producer thread must not hang
+
+
 def test_odd_inputs(tiny_bert: Path) -> None:
     enc = Encoder(tiny_bert, device="cpu")
     assert enc.encode([]).shape == (0, 32)

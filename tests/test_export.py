@@ -53,7 +53,7 @@ def _add_docs(store: Any, docs: Sequence[dict[str, Any]], *, source: str = "tick
                  "content_hash": (hash_of or (lambda t: hashlib.sha1(_norm(t).encode()).hexdigest()))(d["text"]),
                  "n_tokens": len(d["text"].split()), "n_sentences": 1, "meta": d.get("meta")}
                 for i, d in enumerate(docs)]
-        got = ds.insert_documents(conn, rows)
+        got, _ = ds.insert_documents(conn, rows)
         ids = [got[r["content_hash"]] for r in rows]
         ds.set_clusters(conn, ids, [ids[d["cluster"]] if d.get("cluster") is not None else i
                                     for i, d in zip(ids, docs, strict=True)])

@@ -90,7 +90,7 @@ def build_store(n_docs: int, *, seed: int = 0, path: Path | None = None) -> str:
             "content_hash": hashlib.sha1(texts[i].encode()).hexdigest(), "n_tokens": 0, "n_sentences": 1,
         } for i in range(lo, hi)]
         with store.connect() as conn:
-            got = ds.insert_documents(conn, rows)
+            got, _ = ds.insert_documents(conn, rows)
             ids[lo:hi] = [got[r["content_hash"]] for r in rows]
             ds.set_clusters(conn, ids[lo:hi].tolist(), ids[base[lo:hi]].tolist())
     # Every document's own row, then 5% extra rows repeating an earlier text under another customer.

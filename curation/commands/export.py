@@ -105,11 +105,13 @@ def export(
         return
     ctx = make_context(db, config)
     opts = ctx.config.export
-    with err_console.status("exporting", spinner="dots") if not json_out and err_console.is_terminal else nullcontext():
+    live = not json_out and err_console.is_terminal
+    with err_console.status("exporting", spinner="dots") if live else nullcontext() as status:
         result = export_dataset(
             ctx.store, out=out or Path(opts.out), split=split or opts.split, fmt=fmt or opts.format, domain=domain,
             source=source, seed=opts.seed if seed is None else seed, min_agreement=min_agreement,
             exclude_issues=exclude_issues, time_split=time_split, include_unlabeled=include_unlabeled, fresh=fresh,
+            on_stage=(lambda name: status.update(f"exporting: {name}")) if status is not None else None,
         )
     emit(result, as_json=json_out, render=lambda: render_export(result))
 
