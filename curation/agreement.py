@@ -197,8 +197,10 @@ def agreement_report(
     for j, lab in enumerate(r.labels):
         binary = np.stack([counts[:, j], counts.sum(axis=1) - counts[:, j]], axis=1)
         kj = fleiss_kappa(binary)
-        ci = bootstrap_ci(lambda idx, b=binary: fleiss_kappa(b[idx]), len(multi), n_boot=n_boot, seed=seed,
-                          confidence=confidence)
+        def label_stat(idx: np.ndarray, b: np.ndarray = binary) -> float:
+            return fleiss_kappa(b[idx])
+
+        ci = bootstrap_ci(label_stat, len(multi), n_boot=n_boot, seed=seed, confidence=confidence)
         per_label.append({"label": lab, "n_ratings": int(all_counts[:, j].sum()), **_with_ci(kj, ci)})
 
     per_annotator = []

@@ -151,20 +151,22 @@ class HeadClassifier:
         x = self._x(inputs)
         t = torch.as_tensor(y, dtype=torch.long, device=self.device)
         lam = 1.0 / (self.c * len(y))
+        net: nn.Module
         if self.kind == "logreg":
-            net: nn.Module = nn.Linear(d, n_classes).to(self.device)
-            nn.init.zeros_(net.weight)
-            nn.init.zeros_(net.bias)
-            opt = torch.optim.LBFGS(net.parameters(), lr=1.0, max_iter=100, history_size=20,
+            lin = nn.Linear(d, n_classes).to(self.device)
+            nn.init.zeros_(lin.weight)
+            nn.init.zeros_(lin.bias)
+            opt = torch.optim.LBFGS(lin.parameters(), lr=1.0, max_iter=100, history_size=20,
                                     tolerance_grad=1e-4, tolerance_change=1e-9, line_search_fn="strong_wolfe")
 
             def closure() -> torch.Tensor:
                 opt.zero_grad()
-                loss = nn.functional.cross_entropy(net(x), t) + 0.5 * lam * net.weight.pow(2).sum()
+                loss = nn.functional.cross_entropy(lin(x), t) + 0.5 * lam * lin.weight.pow(2).sum()
                 loss.backward()
                 return loss
 
-            opt.step(closure)
+            opt.step(closure)  # type: ignore[no-untyped-call]
+            net = lin
         elif self.kind == "mlp":
             net = _MLP(d, self.hidden, n_classes, self.dropout).to(self.device)
             opt2 = torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=lam * 10)

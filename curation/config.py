@@ -130,6 +130,7 @@ class NightlyConfig(_Strict):
     batch: int = Field(100, ge=1)
     strategy: str = "margin"
     out: str = "nightly"
+    domain: str | None = None
 
 
 class Config(_Strict):

@@ -35,11 +35,12 @@ def consensus_labels(annotations: pd.DataFrame) -> pd.DataFrame:
         .reset_index()
         .sort_values(["document_id", "n", "first"], ascending=[True, False, True])
     )
-    totals = votes.groupby("document_id").agg(
-        n_annotations=("label", "size"),
-        n_annotators=("annotator", "nunique"),
-        human=("origin", lambda s: bool((s != "import").any())),
-    )
+    by_doc = votes.groupby("document_id")
+    totals = pd.DataFrame({
+        "n_annotations": by_doc["label"].size(),
+        "n_annotators": by_doc["annotator"].nunique(),
+        "human": votes["origin"].ne("import").groupby(votes["document_id"]).any(),
+    })
     top = counts.groupby("document_id").head(2).copy()
     top["rank"] = top.groupby("document_id").cumcount()
     best = top[top["rank"] == 0].set_index("document_id")

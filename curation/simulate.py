@@ -128,8 +128,8 @@ def simulate(
     y_te = te["label"].to_numpy(dtype=object)
     finetune = mode == "finetune"
     test_inputs: Any = te["text"].tolist() if finetune else x_te
-    common = {"mode": mode, "head": head, "device": dev, "model": model, "mc_samples": mc_samples,
-              "classifier_options": classifier_options}
+    common: dict[str, Any] = {"mode": mode, "head": head, "device": dev, "model": model, "mc_samples": mc_samples,
+                              "classifier_options": classifier_options}
 
     full: dict[str, Any] | None = None
     if full_reference:
@@ -179,15 +179,15 @@ def simulate(
 
     out_strategies: dict[str, Any] = {}
     for name in names:
-        acc = np.asarray(runs[name]["acc"])
-        f1 = np.asarray(runs[name]["f1"])
+        acc_runs = np.asarray(runs[name]["acc"])
+        f1_runs = np.asarray(runs[name]["f1"])
         out_strategies[name] = {
             "labels": label_counts,
-            "accuracy_mean": acc.mean(axis=0).tolist(),
-            "accuracy_sd": acc.std(axis=0, ddof=1).tolist() if seeds > 1 else [0.0] * len(label_counts),
-            "macro_f1_mean": f1.mean(axis=0).tolist(),
-            "macro_f1_sd": f1.std(axis=0, ddof=1).tolist() if seeds > 1 else [0.0] * len(label_counts),
-            "accuracy_runs": acc.tolist(),
+            "accuracy_mean": acc_runs.mean(axis=0).tolist(),
+            "accuracy_sd": acc_runs.std(axis=0, ddof=1).tolist() if seeds > 1 else [0.0] * len(label_counts),
+            "macro_f1_mean": f1_runs.mean(axis=0).tolist(),
+            "macro_f1_sd": f1_runs.std(axis=0, ddof=1).tolist() if seeds > 1 else [0.0] * len(label_counts),
+            "accuracy_runs": acc_runs.tolist(),
             "seconds_per_round": float(np.mean(runs[name]["sec"])),
             "notes": notes[name],
         }

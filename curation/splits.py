@@ -42,6 +42,7 @@ __all__ = [
     "cross_split_pairs",
     "check_leaks",
     "label_balance",
+    "balance_of_counts",
     "split_label_counts",
 ]
 
@@ -125,6 +126,8 @@ def _as_arrow(values: Any) -> pa.Array:
 
 def _hex_prefix64(values: Any) -> np.ndarray | None:
     """The first 64 bits of equal-length hex strings (content hashes), vectorized; None if they are not that."""
+    if isinstance(values, pd.Series) and values.dtype == object or isinstance(values, np.ndarray):
+        return None  # Python objects: no contiguous buffer to read; let pandas factorize them
     try:
         arr = _as_arrow(values)
     except (pa.ArrowInvalid, pa.ArrowTypeError):
@@ -134,7 +137,7 @@ def _hex_prefix64(values: Any) -> np.ndarray | None:
         return None
     offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset: arr.offset + n + 1]
     width = int(offsets[1] - offsets[0])
-    if width < 16 or int(offsets[-1] - offsets[0]) != width * n:
+    if width < 16 or not (np.diff(offsets) == width).all():
         return None
     data = np.frombuffer(arr.buffers()[2], dtype=np.uint8)[offsets[0]: offsets[-1]]
     nib = _HEX[data.reshape(n, width)[:, :16]]
@@ -301,6 +304,9 @@ def _ratios(ratios: Sequence[float]) -> np.ndarray:
 
 def _split_codes(values: Any) -> np.ndarray:
     """Split names (None/NaN for none) as codes 0..2, -1 for none."""
+    if isinstance(values, pd.Series) and isinstance(values.dtype, pd.CategoricalDtype) \
+            and list(values.cat.categories) == list(SPLITS):
+        return values.cat.codes.to_numpy(dtype=np.int64)
     s = pd.Series(values, dtype=object)
     codes = s.map({name: i for i, name in enumerate(SPLITS)})
     bad = s.notna() & codes.isna()
@@ -482,7 +488,7 @@ def check_leaks(
     `keys` from `document_keys`); `group_keys` (document_id, group_key) adds keys of further occurrences. 0
     everywhere is the only acceptable answer; `examples` lists a few offending keys' documents with their splits.
     """
-    split = _split_codes(frame["split"].to_numpy(dtype=object))
+    split = _split_codes(frame["split"])
     k = keys or document_keys(frame, group_keys)
     norm = texts if texts is not None else normalize_texts(frame["text"])
     pos = np.arange(len(frame))
@@ -508,8 +514,8 @@ def check_leaks(
 
 def split_label_counts(split: Any, labels: Any) -> pd.DataFrame:
     """Documents per label (rows, sorted; missing labels dropped) and split (columns train, dev, test)."""
-    scodes = _split_codes(np.asarray(split, dtype=object))
-    lab = pd.Series(np.asarray(labels, dtype=object))
+    scodes = _split_codes(split if isinstance(split, pd.Series) else np.asarray(split, dtype=object))
+    lab = labels if isinstance(labels, pd.Series) else pd.Series(np.asarray(labels, dtype=object))
     lcodes, lnames = pd.factorize(lab)
     keep = (lcodes >= 0) & (scodes >= 0)
     nl = len(lnames)
@@ -523,11 +529,11 @@ def label_balance(split: Any, labels: Any, *, min_rows: int = 50) -> dict[str, A
     Only labels with at least `min_rows` documents count towards `max_deviation_points`: tiny labels cannot be
     spread evenly over small splits.
     """
-    counts = split_label_counts(split, labels)
-    return _balance_of(counts, min_rows=min_rows)
+    return balance_of_counts(split_label_counts(split, labels), min_rows=min_rows)
 
 
-def _balance_of(counts: pd.DataFrame, *, min_rows: int = 50) -> dict[str, Any]:
+def balance_of_counts(counts: pd.DataFrame, *, min_rows: int = 50) -> dict[str, Any]:
+    """`label_balance` from a `split_label_counts` table."""
     totals = counts.sum(axis=1)
     if totals.sum() == 0:
         return {"overall": {}, "by_split": {}, "max_deviation_points": 0.0, "labels_checked": []}

@@ -351,7 +351,8 @@ def build_context(
         return ctx, None, codes
     if mode == "fast" and spec.needs_mc:
         head = "mlp"
-    clf = make_classifier(mode, device=device, seed=seed, head=head, model=model, **(classifier_options or {}))
+    clf: Any = make_classifier(mode, device=device, seed=seed, head=head, model=model,
+                               **(classifier_options or {}))
     if mode == "finetune":
         if pool_texts is None or labeled_texts is None:
             raise ModelError("Fine-tune mode needs the texts of the labeled set and the pool.")

@@ -41,10 +41,10 @@ from curation.splits import (
     SPLITS,
     SplitAssignment,
     assign_splits,
+    balance_of_counts,
     check_leaks,
     document_keys,
     group_documents,
-    label_balance,
     normalize_texts,
     parse_split,
     split_label_counts,
@@ -367,10 +367,11 @@ def _version(table: pa.Table, fmt: str) -> str:
 
 
 def _summary(frame: pd.DataFrame, assignment: SplitAssignment, ratios: tuple[float, float, float]) -> dict[str, Any]:
-    lab = frame["label"].astype(object).where(frame["label"].notna(), "(unlabeled)")
-    table = split_label_counts(frame["split"], lab)
-    rows = {s: int(table[s].sum()) for s in SPLITS}
-    counts = {s: {str(k): int(v) for k, v in table[s].items() if v} for s in SPLITS if rows[s]}
+    table = split_label_counts(frame["split"], frame["label"])
+    rows = {s: int(n) for s, n in zip(SPLITS, np.bincount(frame["split"].cat.codes, minlength=3), strict=True)}
+    unlabeled = {s: rows[s] - int(table[s].sum()) for s in SPLITS}
+    counts = {s: {**{str(k): int(v) for k, v in table[s].items() if v},
+                  **({"(unlabeled)": unlabeled[s]} if unlabeled[s] else {})} for s in SPLITS if rows[s]}
     sizes = np.bincount(frame["group"].cat.codes.to_numpy()) if len(frame) else np.zeros(1, dtype=np.int64)
     largest = int(sizes.max())
     warnings: list[str] = []
@@ -380,8 +381,8 @@ def _summary(frame: pd.DataFrame, assignment: SplitAssignment, ratios: tuple[flo
         warnings.append(f"group {name} holds {largest} of {len(frame)} documents: splits cannot meet the ratios; "
                         "check the group key")
     return {"rows": rows, "counts": counts, "largest_group": largest, "warnings": warnings,
-            "labels": {str(k): int(v) for k, v in table.sum(axis=1).items() if k != "(unlabeled)"},
-            "label_balance": label_balance(frame["split"], frame["label"]),
+            "labels": {str(k): int(v) for k, v in table.sum(axis=1).items()},
+            "label_balance": balance_of_counts(table),
             "label_sources": {str(k): int(v) for k, v in frame["label_source"].value_counts().items()}}
 
 

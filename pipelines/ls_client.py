@@ -277,8 +277,17 @@ class LabelStudioClient:
         rows = self._call("list users", lambda: self._raw("GET", "api/users/"))
         return {int(u["id"]): str(u.get("email") or u.get("username") or f"user:{u['id']}") for u in rows}
 
+    def invite_url(self) -> str:
+        """The organisation's sign-up link: whoever opens it can create an account and join as an annotator."""
+        data = self._call("read the invite link", lambda: self._raw("GET", "api/invite"))
+        link = str(data["invite_url"])
+        return link if link.startswith("http") else f"{self.url}{link}"
+
     def create_user(self, *, email: str, password: str | None = None, first_name: str = "") -> int:
-        """Create an annotator account (or return the id of the existing one with that email)."""
+        """Create a user through the API (or return the id of the one with that email), e.g. to simulate annotators.
+
+        Such a user can be named in `completed_by` but cannot log in to the web UI: people join with `invite_url()`.
+        """
         existing = {v: k for k, v in self.users().items()}
         if email in existing:
             return existing[email]
@@ -293,11 +302,12 @@ class LabelStudioClient:
         out: list[dict[str, Any]] = []
         page = 1
         while True:
-            data = self._call(
-                "list projects",
-                lambda p=page: self._raw("GET", "api/projects/", params={"page": p, "page_size": 100,
-                                                                         "include": "id,title,task_number"}),
-            )
+            params = {"page": page, "page_size": 100, "include": "id,title,task_number"}
+
+            def fetch(params: dict[str, Any] = params) -> Any:
+                return self._raw("GET", "api/projects/", params=params)
+
+            data = self._call("list projects", fetch)
             rows = data.get("results", data) if isinstance(data, dict) else data
             out.extend({"id": int(r["id"]), "title": r.get("title") or "", "task_number": r.get("task_number")}
                        for r in rows)
@@ -445,7 +455,8 @@ class LabelStudioClient:
 
     def delete_tasks(self, project_id: int, task_ids: Sequence[int]) -> None:
         for tid in task_ids:
-            self._call(f"delete task {tid}", lambda t=tid: self._raw("DELETE", f"api/tasks/{t}/"))
+            path = f"api/tasks/{int(tid)}/"
+            self._call(f"delete task {tid}", lambda path=path: self._raw("DELETE", path))  # type: ignore[misc]
 
     # ------------------------------------------------------------------ annotations (annotators in tests, reviews)
     def create_annotation(self, task_id: int, *, result: list[dict[str, Any]], completed_by: int | None = None,

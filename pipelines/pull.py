@@ -4,9 +4,10 @@ How "incremental" works (measured on Label Studio 1.23.2): creating, updating or
 task's `updated_at`. A pull asks the data manager for tasks with `updated_at >= watermark`, ordered by `updated_at`,
 about 1,000 a page: first a cheap scan (id, time, annotation counters), then, for the tasks that hold annotations
 (or that the store thinks do), only the fields it needs (annotations with result, annotator, lead time, times,
-cancelled flag). Paging is by keyset (the cursor moves to the last `updated_at` seen; ties at the cursor are skipped by id),
-so a task updated during the pull moves behind the cursor and is read again rather than skipped. Each page is
-committed with its watermark in one transaction, so a killed pull resumes where the last commit left it.
+cancelled flag). Paging is by keyset (the cursor moves to the last `updated_at` seen; ties at the cursor are
+skipped by id), so a task updated during the pull moves behind the cursor and is read again rather than
+skipped. Each page is committed with its watermark in one transaction, so a killed pull resumes where the last
+commit left it.
 
 The watermark never passes the server's clock at the start of the pull minus `labelstudio.pull_overlap_s` (2 s):
 a write whose timestamp was taken before its commit is read by the next pull at the latest. Re-reading a task
@@ -161,7 +162,7 @@ def _changed_pages(client: LabelStudioClient, project_id: int, *, since: datetim
     that hold some or that the store still thinks hold some (`live`). Fresh imports change many tasks that hold
     none; reading them with all fields would cost 4 times more.
     """
-    cursor, seen_at_cursor = since, set()
+    cursor, seen_at_cursor = since, set[int]()
     scan = size
     while True:
         page = client.list_tasks(
@@ -238,7 +239,7 @@ def pull(
     size = page_size or ls_cfg.batch_size
     totals = {"annotations_new": 0, "annotations_updated": 0, "annotations_deleted": 0, "annotations_unchanged": 0,
               "tasks_unknown": 0, "tasks_recorded": 0}
-    common = {"ref": ref, "project_id": project_id, "origin": origin, "users": users, "totals": totals,
+    common: dict[str, Any] = {"ref": ref, "project_id": project_id, "origin": origin, "users": users, "totals": totals,
               "run_id": run_id}
     if stored is not None:
         start = parse_ls_time(stored) or _EPOCH

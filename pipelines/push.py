@@ -126,6 +126,7 @@ def build_task(
     for key in ("external_id", "group_key"):
         if isinstance(meta[key], str) and task_problem(meta[key], max_chars=max_chars) not in (None, "empty_text"):
             meta[key] = None
+    meta = {k: v for k, v in meta.items() if v is not None}
     task: dict[str, Any] = {"data": data, "meta": meta}
     pred, problem = _prediction(prediction, labels)
     if problem:
@@ -232,7 +233,8 @@ def push(
     """Send the selected documents not yet in the project; returns counts (see `curate push --json`).
 
     `kind="review"` with `document_ids` and `task_data` ({document id: {"given_label": .., "suggested_label": ..}})
-    pushes to a review project (used by the label audit).
+    pushes to a review project (used by the label audit); labeled documents are included there, since a review is
+    about a label.
     """
     t0 = time.perf_counter()
     if order not in ORDERS:
@@ -240,6 +242,7 @@ def push(
     if limit is not None and limit < 1:
         raise ConfigError(f"--limit must be at least 1, not {limit}.")
     ls_cfg = config.labelstudio
+    include_labeled = include_labeled or kind == "review"
     domains = ls_store.selection_domains(store, domain=domain, source=source, document_ids=document_ids)
     if domain:
         check_domain(domain)
@@ -288,8 +291,12 @@ def push(
     # One batch in flight while the next is prepared: the server's import time dominates, so overlap the rest.
     job: Future[tuple[int, int]] | None = None
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ls-push") as pool:
-        for start in range(0, len(candidates), size * 5):
-            chunk = candidates[start : start + size * 5]
+        # The first chunk is one batch, so the server starts working while the rest is read and checked.
+        bounds = [0, *range(min(size, len(candidates)), len(candidates), size * 5), len(candidates)]
+        for lo, hi in zip(bounds, bounds[1:], strict=False):
+            chunk = candidates[lo:hi]
+            if not chunk:
+                continue
             ids = [d for d, _ in chunk]
             docs = ls_store.documents_for_tasks(store, ids)
             preds = ls_store.latest_predictions(store, ids) if kind == "labeling" else {}

@@ -8,10 +8,10 @@ pre-annotations.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
-from sqlalchemy import func, select, union
+from sqlalchemy import Table, func, select, union
 
 from store.engine import Store, insert_ignore
 from store.models import Document, ModelVersion, Prediction, Selection, Task
@@ -76,19 +76,20 @@ def record_model_version(
     row = {"version": version, "domain": domain, "encoder": encoder, "mode": mode, "labels": list(labels),
            "params": params, "metrics": metrics, "run_id": run_id}
     with store.connect() as conn:
-        return insert_ignore(conn, ModelVersion.__table__, [row], conflict=["version"]) > 0
+        return insert_ignore(conn, cast(Table, ModelVersion.__table__), [row], conflict=["version"]) > 0
 
 
 def record_selections(store: Store, rows: Sequence[dict[str, Any]]) -> int:
     """Rows with run_id, document_id, domain, strategy, score, rank, model_version, seed, round."""
     with store.connect() as conn:
-        return insert_ignore(conn, Selection.__table__, list(rows), conflict=["run_id", "document_id"])
+        return insert_ignore(conn, cast(Table, Selection.__table__), list(rows), conflict=["run_id", "document_id"])
 
 
 def record_predictions(store: Store, rows: Sequence[dict[str, Any]]) -> int:
     """Rows with document_id, model_version, label, score, probs (one per document and model version)."""
     with store.connect() as conn:
-        return insert_ignore(conn, Prediction.__table__, list(rows), conflict=["document_id", "model_version"])
+        return insert_ignore(conn, cast(Table, Prediction.__table__), list(rows),
+                             conflict=["document_id", "model_version"])
 
 
 def selections_frame(store: Store, *, run_id: int | None = None, domain: str | None = None) -> pd.DataFrame:

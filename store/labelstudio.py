@@ -321,7 +321,7 @@ def apply_pull_batch(
         task_ids = [int(t["ls_task_id"]) for t in tasks]
         doc_of: dict[int, int] = {}
         for part in _chunks(task_ids):
-            doc_of.update({int(tid): int(did) for tid, did in conn.execute(
+            doc_of.update({int(tid): int(did) for tid, did in conn.execute(  # type: ignore[arg-type]
                 select(Task.ls_task_id, Task.document_id).where(Task.project_ref == project_ref,
                                                                 Task.ls_task_id.in_(part)))})
         missing = [t for t in tasks if int(t["ls_task_id"]) not in doc_of and t.get("document_id") is not None]
@@ -330,11 +330,11 @@ def apply_pull_batch(
             for part in _chunks([int(t["document_id"]) for t in missing]):
                 known_docs.update(int(i) for i in conn.execute(select(Document.id).where(Document.id.in_(part)))
                                   .scalars())
-            new_rows = [{"project_ref": project_ref, "document_id": int(t["document_id"]),
-                         "ls_task_id": int(t["ls_task_id"]), "run_id": run_id}
-                        for t in missing if int(t["document_id"]) in known_docs]
+            new_rows: list[dict[str, Any]] = [{"project_ref": project_ref, "document_id": int(t["document_id"]),
+                                                "ls_task_id": int(t["ls_task_id"]), "run_id": run_id}
+                                               for t in missing if int(t["document_id"]) in known_docs]
             stats["tasks_recorded"] = _record_tasks(conn, new_rows)
-            doc_of.update({r["ls_task_id"]: r["document_id"] for r in new_rows})
+            doc_of.update({int(r["ls_task_id"]): int(r["document_id"]) for r in new_rows})
 
         fetched = {int(ann["ls_annotation_id"]): (int(t["ls_task_id"]), ann) for t in tasks for ann in t["annotations"]}
         existing: dict[int, Any] = {}
@@ -406,7 +406,7 @@ def tasks_with_live_annotations(store: Store, *, project_id: int) -> set[int]:
     q = select(a.ls_task_id).distinct().where(a.project_id == project_id, a.origin.in_(LS_ORIGINS),
                                                a.deleted_at.is_(None), a.ls_task_id.is_not(None))
     with store.connect() as conn:
-        return {int(t) for t in conn.execute(q).scalars()}
+        return {int(t) for t in conn.execute(q).scalars() if t is not None}
 
 
 def project_annotations_frame(store: Store, *, project_id: int, include_deleted: bool = False,

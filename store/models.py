@@ -313,6 +313,8 @@ class LabelIssue(Base):
     kind: Mapped[str] = mapped_column(String(32), default="label")
     review_status: Mapped[str | None] = mapped_column(String(32))
     reviewed_label: Mapped[str | None] = mapped_column(String(255))
+    #: Why flagged, for the rows that are (top probabilities, outlier score, near-duplicate group, CROWDLAB consensus).
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
 
 

@@ -165,3 +165,20 @@ def test_admin_can_log_in_with_the_stored_password(ls_server: Any) -> None:  # t
         resp = web.post("/user/login/", data={"email": ls_server.username, "password": ls_server.password,
                                               "csrfmiddlewaretoken": token}, headers={"Referer": ls_server.url})
         assert resp.status_code == 302 and "/login" not in resp.headers["location"]
+
+
+@pytest.mark.integration
+def test_an_invited_annotator_signs_up_and_sees_the_projects(ls_server: Any) -> None:  # type: ignore[no-untyped-def]
+    import httpx
+
+    from tests.fixtures_labelstudio import cli_json, curate_cli
+
+    env = {"LABEL_STUDIO_URL": ls_server.url, "LABEL_STUDIO_API_KEY": ls_server.api_key}
+    link = cli_json(curate_cli("labelstudio", "invite", "--json", env=env))["invite_url"]
+    assert link.startswith(f"{ls_server.url}/user/signup/?token=")
+    with httpx.Client(follow_redirects=False, timeout=30) as web:
+        web.get(link)
+        resp = web.post(link, data={"email": "new.annotator@example.com", "password": "annotate-123456",
+                                    "csrfmiddlewaretoken": web.cookies.get("csrftoken")}, headers={"Referer": link})
+        assert resp.status_code == 302
+        assert web.get(f"{ls_server.url}/api/projects/", headers={"Referer": ls_server.url}).status_code == 200

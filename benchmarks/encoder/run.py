@@ -47,10 +47,11 @@ def real_texts() -> list[str]:
 
 
 def repeat_to(texts: list[str], n: int, seed: int = 0) -> list[str]:
-    reps = -(-n // len(texts))
-    out = (texts * reps)[:n]
+    """n texts: whole copies of the corpus plus a random remainder, shuffled (the corpus mix is kept)."""
     rng = np.random.default_rng(seed)
-    return [out[i] for i in rng.permutation(n)]
+    idx = np.concatenate([np.tile(np.arange(len(texts)), n // len(texts)),
+                          rng.choice(len(texts), n % len(texts), replace=False)])
+    return [texts[i] for i in idx[rng.permutation(n)]]
 
 
 def sync(device: torch.device) -> None:

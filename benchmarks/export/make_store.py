@@ -70,7 +70,7 @@ def build_store(n_docs: int, *, seed: int = 0, path: Path | None = None) -> str:
     base = np.arange(n_docs)
     near = (rng.random(n_docs) < 0.05) & (base > 0)
     base[near] = (rng.random(int(near.sum())) * base[near]).astype(np.int64)
-    texts = []
+    texts: list[str] = []
     for i in range(n_docs):
         b = int(base[i])
         if b != i:
@@ -91,7 +91,7 @@ def build_store(n_docs: int, *, seed: int = 0, path: Path | None = None) -> str:
         } for i in range(lo, hi)]
         with store.connect() as conn:
             got, _ = ds.insert_documents(conn, rows)
-            ids[lo:hi] = [got[r["content_hash"]] for r in rows]
+            ids[lo:hi] = [got[str(r["content_hash"])] for r in rows]
             ds.set_clusters(conn, ids[lo:hi].tolist(), ids[base[lo:hi]].tolist())
     # Every document's own row, then 5% extra rows repeating an earlier text under another customer.
     n_dup = n_docs // 20
@@ -118,7 +118,7 @@ def build_store(n_docs: int, *, seed: int = 0, path: Path | None = None) -> str:
     from store.models import Annotation
 
     with store.connect() as conn:
-        insert_ignore(conn, Annotation.__table__, [{
+        insert_ignore(conn, Annotation.__table__, [{  # type: ignore[arg-type]
             "document_id": int(ids[d]), "annotator": "agent1", "label": INTENTS[lab], "labels": [INTENTS[lab]],
             "origin": "labelstudio", "ls_annotation_id": k + 1, "ls_task_id": k + 1, "project_id": 1,
         } for k, (d, lab) in enumerate(zip(ls_docs, ls_label, strict=True))], conflict=["ls_annotation_id"])

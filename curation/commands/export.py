@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from curation.commands.common import ConfigOpt, DbOpt, JsonOpt, console, emit, err_console, make_context
-from curation.config import DOMAINS, load_config
+from curation.config import DOMAINS, Config, load_config
 
 __all__ = ["register", "render_export", "render_diff"]
 
@@ -100,7 +100,7 @@ def export(
 
     if diff:
         cfg = load_config(config)
-        result = diff_versions(out or Path(cfg.export.out), diff[0], diff[1])
+        result = diff_versions(out or _default_out(cfg), diff[0], diff[1])
         emit(result, as_json=json_out, render=lambda: render_diff(result))
         return
     ctx = make_context(db, config)
@@ -108,12 +108,20 @@ def export(
     live = not json_out and err_console.is_terminal
     with err_console.status("exporting", spinner="dots") if live else nullcontext() as status:
         result = export_dataset(
-            ctx.store, out=out or Path(opts.out), split=split or opts.split, fmt=fmt or opts.format, domain=domain,
-            source=source, seed=opts.seed if seed is None else seed, min_agreement=min_agreement,
+            ctx.store, out=out or _default_out(ctx.config), split=split or opts.split, fmt=fmt or opts.format,
+            domain=domain, source=source, seed=opts.seed if seed is None else seed, min_agreement=min_agreement,
             exclude_issues=exclude_issues, time_split=time_split, include_unlabeled=include_unlabeled, fresh=fresh,
             on_stage=(lambda name: status.update(f"exporting: {name}")) if status is not None else None,
         )
     emit(result, as_json=json_out, render=lambda: render_export(result))
+
+
+def _default_out(cfg: Config) -> Path:
+    """`[export] out`, relative to the config file's folder (else the working directory), as `curate nightly`."""
+    root = Path(cfg.export.out)
+    if not root.is_absolute() and cfg.path is not None:
+        root = cfg.path.parent / root
+    return root
 
 
 def register(app: typer.Typer) -> None:

@@ -239,4 +239,15 @@ def register(app: typer.Typer) -> None:
         emit(st, as_json=as_json, render=lambda: console.print(
             f"running at {st['url']} (pid {st['pid']})" if st["running"] else "not running"))
 
+    @ls_app.command("invite")
+    def ls_invite(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+        """The sign-up link to send to annotators (they create their own login with it)."""
+        from curation.config import load_config
+        from pipelines.ls_client import connect
+
+        client = connect(load_config(config))
+        link = client.invite_url()
+        emit({"invite_url": link, "url": client.url}, as_json=as_json,
+             render=lambda: console.print(f"Send this link to each annotator: {link}", soft_wrap=True))
+
     app.add_typer(ls_app, name="labelstudio")
