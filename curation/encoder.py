@@ -50,6 +50,7 @@ _CPU_BATCH_TOKENS = 8_192
 _CUDA_BATCH_TOKENS = 131_072
 _CPU_CHUNK = 16_384
 _CUDA_CHUNK = 131_072
+_FIRST_CHUNK = 8_192
 _MAX_BATCH_TEXTS = 4_096
 _fingerprints: dict[str, str] = {}
 
@@ -347,8 +348,10 @@ class Encoder:
         """(global rows, input_ids, attention_mask) per batch; pinned tensors on CUDA."""
         cuda = self.device.type == "cuda"
         chunk = _CUDA_CHUNK if cuda else _CPU_CHUNK
-        for lo in range(0, len(texts), chunk):
-            tok = self.tokenize(texts[lo : lo + chunk])
+        # A small first chunk, so the device starts while the next (large, well-sorted) chunk is tokenized.
+        bounds = [0, *range(min(_FIRST_CHUNK, chunk), len(texts), chunk), len(texts)]
+        for lo, hi in itertools.pairwise(sorted(set(bounds))):
+            tok = self.tokenize(texts[lo:hi])
             for rows in tok.budget_batches(batch_tokens=self.batch_tokens):
                 ids, mask = tok.pad(rows)
                 t_ids, t_mask = torch.from_numpy(ids), torch.from_numpy(mask)

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from curation.errors import CurationError, ExportError, InputError, LabelStudioError
+from curation.errors import ConfigError, CurationError, ExportError, InputError, LabelStudioError
 
 __all__ = ["STEPS", "DEPENDS", "StepResult", "make_logger", "run_nightly", "export_root", "clean_stale_exports"]
 
@@ -189,8 +189,8 @@ class _Night:
     out_dir: Path
     log: Logger
     report_path: str | None = None
-    selected: list[int] = field(default_factory=list)
-    domain: str | None = None
+    selected: dict[str, list[int]] = field(default_factory=dict)
+    domains: list[str] | None = None
     _ls: Any = None
 
     def run_step(self, step: str, done: dict[str, StepResult], *, start_run: Any, finish_run: Any) -> StepResult:
@@ -222,12 +222,38 @@ class _Night:
 
     # -- helpers --------------------------------------------------------------------------------------------------
 
-    def _domain(self) -> str:
-        if self.domain is None:
+    def _domains(self) -> list[str]:
+        """`--domain`, else every domain with documents (each has its own project, model and batch)."""
+        if self.domains is None:
             from pipelines.sample import pick_domain
+            from store.active import document_domains
 
-            self.domain = pick_domain(self.store, self.params["domain"])
-        return self.domain
+            present = [] if self.params["domain"] else document_domains(self.store)
+            self.domains = present if len(present) > 1 else [pick_domain(self.store, self.params["domain"])]
+            if len(self.domains) > 1 and self.params["project"]:
+                raise ConfigError(f"--project names one Label Studio project, but the store holds several domains "
+                                  f"({', '.join(self.domains)}).", hint="pass --domain too")
+        return self.domains
+
+    def _each(self, fn: Callable[[int, str], dict[str, Any]], run_id: int) -> dict[str, Any]:
+        """Run a step for each domain; with several, counts are keyed `<domain>.<count>`."""
+        domains = self._domains()
+        if len(domains) == 1:
+            return fn(run_id, domains[0])
+        out: dict[str, Any] = {}
+        skipped: list[str] = []
+        for domain in domains:
+            try:
+                counts = fn(run_id, domain)
+            except _Skip as exc:
+                skipped.append(f"{domain}: {exc}")
+                continue
+            out.update({f"{domain}.{k}": v for k, v in counts.items()})
+        if skipped and not out:
+            raise _Skip("; ".join(skipped))
+        if skipped:
+            out["skipped"] = "; ".join(skipped)
+        return out
 
     def _client(self) -> Any:
         if not self.params["labelstudio"]:
@@ -245,18 +271,24 @@ class _Night:
     # -- steps ----------------------------------------------------------------------------------------------------
 
     def _pull(self, run_id: int) -> dict[str, Any]:
+        return self._each(self._pull_one, run_id)
+
+    def _pull_one(self, run_id: int, domain: str) -> dict[str, Any]:
         from pipelines.pull import pull
         from pipelines.push import default_title
 
         client = self._client()
-        title = self.params["project"] or default_title(self.config, self._domain())
+        title = self.params["project"] or default_title(self.config, domain)
         if client.find_project(title) is None:  # also proves the server answers
             raise _Skip(f"no Label Studio project {title!r} yet; tonight's push creates it")
-        res = pull(self.store, client, config=self.config, project=title, domain=self._domain(), run_id=run_id)
+        res = pull(self.store, client, config=self.config, project=title, domain=domain, run_id=run_id)
         return {k: res[k] for k in ("project_id", "tasks_seen", "annotations_new", "annotations_updated",
                                     "annotations_deleted", "incremental") if k in res}
 
     def _train(self, run_id: int) -> dict[str, Any]:
+        return self._each(self._train_one, run_id)
+
+    def _train_one(self, run_id: int, domain: str) -> dict[str, Any]:
         """Embed new documents (the cache makes sample fast), measure the head's cross-validated accuracy on the
         current labels (active-learning yield), label agreement, and drift of newly ingested text."""
         from sklearn.linear_model import LogisticRegression
@@ -269,7 +301,6 @@ class _Night:
         from store.nightly import documents_since, last_nightly_start
 
         al = self.config.active_learning
-        domain = self._domain()
         docs = documents_frame(self.store, domain=domain, columns=("id", "text"))
         labels = training_labels(self.store, domain=domain)
         encoder = Encoder(al.model, device=al.device)
@@ -312,37 +343,55 @@ class _Night:
         fn = getattr(module, "audit", None)
         if fn is None:
             raise _Skip("pipelines.audit has no audit() function")
-        res = fn(self.store, config=self.config, domain=self._domain())
-        return {k: v for k, v in (res or {}).items() if isinstance(v, int | float | str | bool) or v is None}
+        from store.nightly import step_done_tonight
+
+        done = step_done_tonight(self.store, step="audit", night=self.params["night"])
+        if done is not None:  # an audit is a full cross-validation: once a night is enough
+            return {"reused": True, "audit_step_run": done}
+
+        def one(_run_id: int, domain: str) -> dict[str, Any]:
+            try:
+                res = fn(self.store, config=self.config, domain=domain)
+            except InputError as exc:  # e.g. nothing labeled yet
+                raise _Skip(exc.message) from None
+            return {k: v for k, v in (res or {}).items() if isinstance(v, int | float | str | bool) or v is None}
+
+        return self._each(one, run_id)
 
     def _sample(self, run_id: int) -> dict[str, Any]:
+        return self._each(self._sample_one, run_id)
+
+    def _sample_one(self, run_id: int, domain: str) -> dict[str, Any]:
         from pipelines.sample import sample
         from store.nightly import sample_runs_of_night, selected_ids
 
         night = self.params["night"]
         earlier = sample_runs_of_night(self.store, night=night)
-        ids = selected_ids(self.store, earlier)
+        ids = selected_ids(self.store, earlier, domain=domain)
         if ids:
-            self.selected = ids
+            self.selected[domain] = ids
             return {"selected": len(ids), "reused": True, "sample_runs": earlier}
         try:
             res = sample(self.store, config=self.config, strategy=self.params["strategy"], n=self.params["batch"],
-                         domain=self._domain())
+                         domain=domain)
         except InputError as exc:
             raise _Skip(exc.message) from None
-        self.selected = [int(s["document_id"]) for s in res["selections"]]
+        self.selected[domain] = [int(s["document_id"]) for s in res["selections"]]
         return {"selected": res["selected"], "reused": False, "pool": res["pool"], "labeled": res["labeled"],
                 "strategy_used": res["strategy_used"], "cold_start": res["cold_start"],
                 "model_version": res["model_version"], "sample_run": res["run_id"]}
 
     def _push(self, run_id: int) -> dict[str, Any]:
+        return self._each(self._push_one, run_id)
+
+    def _push_one(self, run_id: int, domain: str) -> dict[str, Any]:
         from pipelines.push import push
 
-        if not self.selected:
+        if not self.selected.get(domain):
             raise _Skip("nothing selected tonight")
         client = self._client()
-        res = push(self.store, client, config=self.config, project=self.params["project"], domain=self._domain(),
-                   document_ids=self.selected, order="priority", run_id=run_id)
+        res = push(self.store, client, config=self.config, project=self.params["project"], domain=domain,
+                   document_ids=self.selected[domain], order="priority", run_id=run_id)
         return {k: v for k, v in res.items() if isinstance(v, int | float | str | bool) or v is None}
 
     def _export(self, run_id: int) -> dict[str, Any]:
@@ -352,7 +401,8 @@ class _Night:
         root = export_root(self.config)
         cleaned = clean_stale_exports(root)
         try:
-            res = export_dataset(self.store, out=root, split=ecfg.split, fmt=ecfg.format, domain=self._domain(),
+            res = export_dataset(self.store, out=root, split=ecfg.split, fmt=ecfg.format,
+                                 domain=self.params["domain"],
                                  seed=ecfg.seed)
         except ExportError as exc:
             if exc.message.startswith("No documents to export"):
@@ -366,6 +416,10 @@ class _Night:
         from curation.report import write_report
 
         path = self.out_dir / "report.html"
+        for tmp in self.out_dir.glob(".report.html.*.tmp"):  # left by a killed night
+            pid = tmp.name.split(".")[-2]
+            if pid.isdigit() and not _alive(int(pid)):
+                tmp.unlink(missing_ok=True)
         info = write_report(self.store, path)
         self.report_path = str(path.resolve())
         return {"plots": info["plots"], "bytes": info["bytes"], "path": self.report_path}

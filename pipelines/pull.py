@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from curation.errors import ConfigError, LabelStudioError
+from curation.errors import ConfigError
 from curation.labelconfig import FROM_NAME
 from pipelines.ls_client import LS_DATETIME_FORMAT, LabelStudioClient
 from pipelines.push import KILL_HOOK_ENV, default_title
@@ -239,8 +239,8 @@ def pull(
     size = page_size or ls_cfg.batch_size
     totals = {"annotations_new": 0, "annotations_updated": 0, "annotations_deleted": 0, "annotations_unchanged": 0,
               "tasks_unknown": 0, "tasks_recorded": 0}
-    common: dict[str, Any] = {"ref": ref, "project_id": project_id, "origin": origin, "users": users, "totals": totals,
-              "run_id": run_id}
+    common: dict[str, Any] = {"ref": ref, "project_id": project_id, "origin": origin, "users": users,
+                              "totals": totals, "run_id": run_id}
     if stored is not None:
         start = parse_ls_time(stored) or _EPOCH
 
@@ -262,11 +262,6 @@ def pull(
         ls_store.apply_pull_batch(store, project_ref=ref, project_id=project_id, origin=origin, tasks=[],
                                   watermark_key=WATERMARK_KEY, watermark=format_ls_time(cap), run_id=run_id)
     tasks_seen = len(seen)
-    if totals["tasks_unknown"] and totals["tasks_unknown"] == tasks_seen:
-        raise LabelStudioError(
-            f"None of the {tasks_seen} changed tasks of project {project_id} maps to a document of this store.",
-            hint="is --db the store that pushed this project? tasks carry meta.document_id from `curate push`",
-        )
     seconds = time.perf_counter() - t0
     return {
         "project_id": project_id,

@@ -194,34 +194,38 @@ def push_candidates(
     the rest by id. `random` is a seeded shuffle; `oldest` is by ingest time.
     """
     in_project = exists().where(Task.project_ref == project_ref, Task.document_id == Document.id)
-    base = _selection_filter(select(Document.id), domain=domain, source=source, document_ids=document_ids)
-    if not include_labeled:
-        base = base.where(~_labeled())
     with store.connect() as conn:
-        already = int(conn.execute(select(func.count()).select_from(base.where(in_project).subquery())).scalar()
-                      or 0)
-        todo = base.where(~in_project)
+        has_tasks = conn.execute(select(Task.id).where(Task.project_ref == project_ref).limit(1)).first() is not None
+
+        def selected(q: Any) -> Any:
+            q = _selection_filter(q, domain=domain, source=source, document_ids=document_ids)
+            return q if include_labeled else q.where(~_labeled())
+
+        already = 0
+        if has_tasks:
+            already = int(conn.execute(select(func.count()).select_from(
+                selected(select(Document.id)).where(in_project).subquery())).scalar() or 0)
         if order == "priority":
             latest = (select(Selection.document_id, func.max(Selection.id).label("sid"))
                       .group_by(Selection.document_id).subquery())
-            q = (
-                select(Document.id, Selection.score, Selection.run_id, Selection.rank)
+            q = selected(
+                select(Document.id, Selection.score)
                 .select_from(Document)
                 .outerjoin(latest, latest.c.document_id == Document.id)
                 .outerjoin(Selection, Selection.id == latest.c.sid)
-                .where(Document.id.in_(todo))
-                .order_by(Selection.run_id.is_(None), Selection.run_id.desc(), Selection.rank, Document.id)
-            )
+            ).where(~in_project).order_by(Selection.run_id.is_(None), Selection.run_id.desc(), Selection.rank,
+                                          Document.id)
             if limit:
                 q = q.limit(limit)
             rows = [(int(r[0]), None if r[1] is None else float(r[1])) for r in conn.execute(q)]
         elif order == "oldest":
-            q = todo.order_by(Document.created_at, Document.id)
+            q = selected(select(Document.id)).where(~in_project).order_by(Document.created_at, Document.id)
             if limit:
                 q = q.limit(limit)
             rows = [(int(i), None) for i in conn.execute(q).scalars()]
         elif order == "random":
-            ids = np.fromiter(conn.execute(todo.order_by(Document.id)).scalars(), dtype=np.int64)
+            q = selected(select(Document.id)).where(~in_project).order_by(Document.id)
+            ids = np.fromiter(conn.execute(q).scalars(), dtype=np.int64)
             np.random.default_rng(seed).shuffle(ids)
             rows = [(int(i), None) for i in (ids[:limit] if limit else ids)]
         else:

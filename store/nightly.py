@@ -32,6 +32,7 @@ __all__ = [
     "mark_interrupted",
     "sample_runs_of_night",
     "selected_ids",
+    "step_done_tonight",
     "last_nightly_start",
     "documents_since",
     "nightly_history",
@@ -163,13 +164,23 @@ def sample_runs_of_night(store: Store, *, night: str) -> list[int]:
         return sorted(out)
 
 
-def selected_ids(store: Store, run_ids: list[int]) -> list[int]:
-    """Documents selected by these sample runs, in rank order."""
+def step_done_tonight(store: Store, *, step: str, night: str) -> int | None:
+    """The id of an earlier `nightly:<step>` run of this night that ended ok, if any."""
+    with store.session() as s:
+        rows = s.execute(select(Run.id, Run.params).where(Run.kind == f"nightly:{step}", Run.status == "ok")
+                         .order_by(Run.id.desc())).all()
+    return next((int(i) for i, p in rows if (p or {}).get("night") == night), None)
+
+
+def selected_ids(store: Store, run_ids: list[int], *, domain: str | None = None) -> list[int]:
+    """Documents (of `domain`) selected by these sample runs, in rank order."""
     if not run_ids:
         return []
+    q = select(Selection.document_id).where(Selection.run_id.in_(run_ids))
+    if domain:
+        q = q.where(Selection.domain == domain)
     with store.connect() as conn:
-        rows = conn.execute(select(Selection.document_id).where(Selection.run_id.in_(run_ids))
-                            .order_by(Selection.run_id, Selection.rank)).scalars()
+        rows = conn.execute(q.order_by(Selection.run_id, Selection.rank)).scalars()
         seen: dict[int, None] = {}
         for r in rows:
             seen.setdefault(int(r), None)
@@ -199,12 +210,12 @@ def documents_since(store: Store, *, since: datetime | None, domain: str | None 
 def nightly_history(store: Store, *, limit: int = 365) -> pd.DataFrame:
     """One row per night and step: night id, step kind, status, started_at, seconds, stats (dict), error."""
     with store.session() as s:
-        parents = s.execute(select(Run.id, Run.started_at, Run.status, Run.params)
+        parents = s.execute(select(Run.id, Run.started_at, Run.status, Run.params, Run.seconds)
                             .where(Run.kind == "nightly").order_by(Run.id.desc()).limit(limit)).all()
         ids = [int(p[0]) for p in parents]
         children = s.execute(select(Run.parent_id, Run.kind, Run.status, Run.seconds, Run.stats, Run.error)
                              .where(Run.parent_id.in_(ids))).all() if ids else []
-    rows = [{"night_id": int(p[0]), "step": "nightly", "status": p[2], "started_at": p[1], "seconds": None,
+    rows = [{"night_id": int(p[0]), "step": "nightly", "status": p[2], "started_at": p[1], "seconds": p[4],
              "stats": {}, "night": (p[3] or {}).get("night"), "error": None} for p in parents]
     by_parent = {int(p[0]): p for p in parents}
     for c in children:

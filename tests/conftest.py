@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 PG_ADMIN_URL = os.environ.get("CURATE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 
-pytest_plugins: list[str] = ["tests.fixtures_labelstudio", "tests.fixtures_active"]
+pytest_plugins: list[str] = ["tests.fixtures_labelstudio", "tests.fixtures_active", "tests.fixtures_audit"]
 
 
 def shared_data(*parts: str) -> Path:

@@ -87,7 +87,7 @@ def test_nightly_runs_every_step_and_is_idempotent(tmp_path: Path, tiny_bert: Pa
     assert one["status"] == "ok"
     assert list(one["steps"]) == STEP_NAMES
     assert {k: v["status"] for k, v in one["steps"].items()} == {
-        "pull": "skipped", "train": "ok", "audit": "skipped", "sample": "ok", "push": "skipped", "export": "ok",
+        "pull": "skipped", "train": "ok", "audit": "ok", "sample": "ok", "push": "skipped", "export": "ok",
         "report": "ok"}
     assert "not configured" in one["steps"]["pull"]["reason"]
     assert one["steps"]["sample"]["counts"]["selected"] == 10
@@ -113,6 +113,8 @@ def test_nightly_runs_every_step_and_is_idempotent(tmp_path: Path, tiny_bert: Pa
     two = run_nightly(store, config=config, log=lambda *a, **k: None)
     assert two["status"] == "ok", two
     assert two["steps"]["sample"]["counts"]["reused"] is True
+    assert two["steps"]["audit"]["counts"]["reused"] is True
+    assert one["steps"]["audit"]["counts"]["audited"] == 80
     assert two["steps"]["export"]["counts"]["existed"] is True
     assert two["steps"]["export"]["counts"]["version"] == one["steps"]["export"]["counts"]["version"]
     assert counts(db_url) == before  # no duplicate selections

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import random
 import re
 import sys
@@ -194,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     from pipelines import ls_server
     from pipelines.ls_client import LabelStudioClient
 
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bench-ls-") as tmp:
         workdir = Path(tmp)
         started = None
@@ -219,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
             if started is not None:
                 ls_server.stop(data_dir=workdir / "ls")
     result["server"] = {"label_studio": ls_server.LS_VERSION, "database": "sqlite", "own_server": started is not None}
+    # Client and server share this machine's cores; other work on it slows both (the 1-minute load average).
+    result["load_average_1m"] = {"before": round(load_before[0], 2), "after": round(os.getloadavg()[0], 2)}
     write_result("labelstudio", result)
     ok = all(g["met"] for g in result["goals"].values())
     for name, g in result["goals"].items():

@@ -143,6 +143,9 @@ def register(app: typer.Typer) -> None:
                           f"{result['tasks_seen']} changed tasks read in {result['seconds']} s")
             console.print(f"annotations: {result['annotations_new']} new, {result['annotations_updated']} updated, "
                           f"{result['annotations_deleted']} deleted, {result['annotations_unchanged']} unchanged")
+            if result["tasks_unknown"]:
+                err_console.print(f"[yellow]note:[/] {result['tasks_unknown']} tasks name no document of this store "
+                                  "(pushed from another store?); their annotations were not stored")
 
         emit(result, as_json=as_json, render=render)
 
