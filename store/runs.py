@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from datetime import UTC, datetime
 from typing import Any
 
@@ -10,13 +12,47 @@ from sqlalchemy import select, update
 from store.engine import Store
 from store.models import Run
 
-__all__ = ["start_run", "finish_run", "list_runs", "last_run"]
+__all__ = ["start_run", "finish_run", "list_runs", "last_run", "mark_dead_runs"]
+
+_HOST = socket.gethostname()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def mark_dead_runs(store: Store) -> int:
+    """Runs left `running` by a process of this host that no longer exists become `interrupted`.
+
+    Why: a killed command cannot finish its own run row; the next command tidies up, so `curate runs` never shows
+    a run as running forever.
+    """
+    with store.session() as s:
+        stale = [
+            r for r in s.scalars(select(Run).where(Run.status == "running"))
+            if isinstance(r.params, dict) and r.params.get("_host") == _HOST
+            and isinstance(r.params.get("_pid"), int) and r.params["_pid"] != os.getpid()
+            and not _alive(r.params["_pid"])
+        ]
+        for r in stale:
+            r.status = "interrupted"
+            r.error = f"process {r.params['_pid']} ended before the run finished"
+            r.finished_at = datetime.now(UTC)
+        return len(stale)
 
 
 def start_run(store: Store, *, kind: str, params: dict[str, Any] | None = None, parent_id: int | None = None) -> int:
+    """Record a started run (with this process's pid and host, so a killed run can be recognised later)."""
+    mark_dead_runs(store)
     with store.session() as s:
-        run = Run(kind=kind, status="running", params=params or {}, parent_id=parent_id,
-                  started_at=datetime.now(UTC))
+        run = Run(kind=kind, status="running", params={**(params or {}), "_pid": os.getpid(), "_host": _HOST},
+                  parent_id=parent_id, started_at=datetime.now(UTC))
         s.add(run)
         s.flush()
         return int(run.id)

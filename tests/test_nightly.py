@@ -339,3 +339,28 @@ def _truth(store: Any) -> tuple[list[int], list[str]]:
     fallback = domain_labels(store, "customer_service")[0]
     docs = documents_frame(store, domain="customer_service", columns=("id", "raw_text"))
     return [int(i) for i in docs["id"]], [intent.get(str(t).strip(), fallback) for t in docs["raw_text"]]
+
+
+def test_a_store_with_two_domains_gets_a_batch_per_domain(tmp_path: Path, tiny_bert: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from curation.config import load_config
+    from pipelines.nightly import run_nightly
+    from store.engine import open_store
+    from tests.fixtures_labelstudio import add_documents
+
+    monkeypatch.chdir(tmp_path)
+    cfg, db_url = make_project(tmp_path, tiny_bert, rows=60, labeled=30)
+    cfg.write_text(cfg.read_text(encoding="utf-8").replace('domain = "customer_service"\n', ""), encoding="utf-8")
+    lines = shared_data("financial_phrasebank", "Sentences_AllAgree.txt").read_text(encoding="latin-1").splitlines()
+    pairs = [line.rsplit("@", 1) for line in lines[:60]]
+    store = open_store(db_url)
+    add_documents(store, [t for t, _ in pairs], domain="financial",
+                  labels=[lab if i < 30 else None for i, (_, lab) in enumerate(pairs)])
+    res = run_nightly(store, config=load_config(cfg), labelstudio=False, log=lambda *a, **k: None)
+    assert res["status"] == "ok", res
+    sample = res["steps"]["sample"]["counts"]
+    assert sample["customer_service.selected"] == 10 and sample["financial.selected"] == 10
+    assert res["steps"]["train"]["counts"]["financial.labeled"] == 30
+    assert res["steps"]["export"]["counts"]["rows"] == 60  # one version holding both domains
+    assert counts(db_url)["selected_docs"] == 20
+    store.close()
