@@ -72,11 +72,25 @@ def training_labels(
     domain: str | None = None,
     source: str | None = None,
     min_agreement: float | None = None,
+    method: str = "crowdlab",
 ) -> pd.DataFrame:
-    """Consensus labels of the store's documents (optionally only those with agreement >= min_agreement)."""
+    """Consensus labels of the store's documents (optionally only those with agreement >= min_agreement).
+
+    `method="crowdlab"`: where the latest audit stored a CROWDLAB consensus for a document with several annotators
+    and its votes have not changed since, that label replaces the majority (a review still wins); otherwise, and
+    with `method="majority"`, the majority vote.
+    """
     from store.documents import annotations_frame
 
-    labels = consensus_labels(annotations_frame(store, domain=domain, source=source))
+    annotations = annotations_frame(store, domain=domain, source=source)
+    labels = consensus_labels(annotations)
+    if method == "crowdlab" and not labels.empty:
+        from curation.label_quality import apply_crowdlab
+        from store.audit import crowdlab_labels
+
+        labels = apply_crowdlab(labels, annotations, crowdlab_labels(store, domain=domain))
+    elif method not in ("crowdlab", "majority"):
+        raise ValueError(f"unknown consensus method {method!r}; use 'crowdlab' or 'majority'")
     if min_agreement is not None and not labels.empty:
         labels = labels[labels["agreement"] >= min_agreement].reset_index(drop=True)
     return labels

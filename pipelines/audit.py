@@ -152,12 +152,12 @@ def _audit(
     from curation.consensus import consensus_labels
     from curation.encoder import resolve_device
     from curation.label_quality import audit_labels
-    from store.audit import record_issues
-    from store.documents import annotations_frame, documents_frame
+    from store.audit import record_issues, votes_frame
+    from store.documents import documents_frame
 
     timings: dict[str, float] = {}
     t = time.perf_counter()
-    annotations = annotations_frame(store, domain=domain)
+    annotations = votes_frame(store, domain=domain)
     labels = consensus_labels(annotations)
     if labels.empty:
         raise InputError(f"No labeled documents in {domain} to audit.",

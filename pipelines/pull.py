@@ -262,8 +262,14 @@ def pull(
         ls_store.apply_pull_batch(store, project_ref=ref, project_id=project_id, origin=origin, tasks=[],
                                   watermark_key=WATERMARK_KEY, watermark=format_ls_time(cap), run_id=run_id)
     tasks_seen = len(seen)
+    review_applied = None
+    if kind == "review":
+        from pipelines.review import apply_review_decisions
+
+        review_applied = apply_review_decisions(store, domain=domain)
     seconds = time.perf_counter() - t0
     return {
+        "review_decisions": review_applied,
         "project_id": project_id,
         "project": found["title"],
         "project_ref": ref,

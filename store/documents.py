@@ -52,14 +52,10 @@ def ensure_source(store: Store, *, name: str, domain: str, path: str | None) -> 
 def recorded_rows(conn: Connection, source_id: int, lo: int, hi: int) -> set[int]:
     """Row numbers in [lo, hi] of this source already stored or quarantined (for idempotent re-runs)."""
     occ = conn.execute(
-        select(Occurrence.row_number).where(
-            Occurrence.source_id == source_id, Occurrence.row_number.between(lo, hi)
-        )
+        select(Occurrence.row_number).where(Occurrence.source_id == source_id, Occurrence.row_number.between(lo, hi))
     ).scalars()
     quar = conn.execute(
-        select(Quarantine.row_number).where(
-            Quarantine.source_id == source_id, Quarantine.row_number.between(lo, hi)
-        )
+        select(Quarantine.row_number).where(Quarantine.source_id == source_id, Quarantine.row_number.between(lo, hi))
     ).scalars()
     return set(occ) | set(quar)
 
@@ -71,9 +67,7 @@ def lookup_hashes(conn: Connection, domain: str, hashes: Iterable[str]) -> dict[
     for i in range(0, len(uniq), _IN_CHUNK):
         part = uniq[i : i + _IN_CHUNK]
         rows = conn.execute(
-            select(Document.content_hash, Document.id).where(
-                Document.domain == domain, Document.content_hash.in_(part)
-            )
+            select(Document.content_hash, Document.id).where(Document.domain == domain, Document.content_hash.in_(part))
         )
         found.update({h: int(i_) for h, i_ in rows})
     return found
@@ -176,7 +170,9 @@ def documents_frame(
     if limit:
         q = q.limit(limit)
     with store.connect() as conn:
-        return pd.DataFrame(conn.execute(q).mappings().all(), columns=[*[c for c in columns if c != "source"], "source"])
+        return pd.DataFrame(
+            conn.execute(q).mappings().all(), columns=[*[c for c in columns if c != "source"], "source"]
+        )
 
 
 def annotations_frame(
@@ -190,8 +186,19 @@ def annotations_frame(
     a = Annotation
     q = (
         select(
-            a.id, a.document_id, a.annotator, a.label, a.labels, a.origin, a.lead_time, a.was_cancelled,
-            a.ls_annotation_id, a.ls_task_id, a.project_id, a.created_at, a.updated_at,
+            a.id,
+            a.document_id,
+            a.annotator,
+            a.label,
+            a.labels,
+            a.origin,
+            a.lead_time,
+            a.was_cancelled,
+            a.ls_annotation_id,
+            a.ls_task_id,
+            a.project_id,
+            a.created_at,
+            a.updated_at,
         )
         .join(Document, Document.id == a.document_id)
         .where(a.deleted_at.is_(None))
@@ -204,15 +211,32 @@ def annotations_frame(
         q = q.join(Source, Source.id == Document.source_id).where(Source.name == source)
     with store.connect() as conn:
         rows = conn.execute(q.order_by(a.id)).mappings().all()
-    cols = ["id", "document_id", "annotator", "label", "labels", "origin", "lead_time", "was_cancelled",
-            "ls_annotation_id", "ls_task_id", "project_id", "created_at", "updated_at"]
+    cols = [
+        "id",
+        "document_id",
+        "annotator",
+        "label",
+        "labels",
+        "origin",
+        "lead_time",
+        "was_cancelled",
+        "ls_annotation_id",
+        "ls_task_id",
+        "project_id",
+        "created_at",
+        "updated_at",
+    ]
     return pd.DataFrame(rows, columns=cols)
 
 
 def quarantine_frame(store: Store, *, source: str | None = None, limit: int | None = None) -> pd.DataFrame:
     q = select(
-        Quarantine.id, Source.name.label("source"), Quarantine.row_number, Quarantine.reason,
-        Quarantine.raw_payload, Quarantine.created_at,
+        Quarantine.id,
+        Source.name.label("source"),
+        Quarantine.row_number,
+        Quarantine.reason,
+        Quarantine.raw_payload,
+        Quarantine.created_at,
     ).join(Source, Source.id == Quarantine.source_id)
     if source:
         q = q.where(Source.name == source)
@@ -240,15 +264,44 @@ def store_status(store: Store) -> dict[str, Any]:
             for src, dom, n in rows:
                 per.setdefault((src, dom), {}).__setitem__(key, int(n))
 
-        bump(conn.execute(select(Source.name, d.domain, func.count()).select_from(d).join(Source, Source.id == d.source_id)
-                          .group_by(Source.name, d.domain)), "documents")
-        bump(conn.execute(select(Source.name, d.domain, func.count()).select_from(d).join(Source, Source.id == d.source_id)
-                          .join(labeled_docs, labeled_docs.c.document_id == d.id)
-                          .group_by(Source.name, d.domain)), "labeled_documents")
-        bump(conn.execute(select(Source.name, Source.domain, func.count()).select_from(o).join(Source, Source.id == o.source_id)
-                          .where(o.is_duplicate.is_(True)).group_by(Source.name, Source.domain)), "duplicates")
-        bump(conn.execute(select(Source.name, Source.domain, func.count()).select_from(qn).join(Source, Source.id == qn.source_id)
-                          .group_by(Source.name, Source.domain)), "quarantined")
+        bump(
+            conn.execute(
+                select(Source.name, d.domain, func.count())
+                .select_from(d)
+                .join(Source, Source.id == d.source_id)
+                .group_by(Source.name, d.domain)
+            ),
+            "documents",
+        )
+        bump(
+            conn.execute(
+                select(Source.name, d.domain, func.count())
+                .select_from(d)
+                .join(Source, Source.id == d.source_id)
+                .join(labeled_docs, labeled_docs.c.document_id == d.id)
+                .group_by(Source.name, d.domain)
+            ),
+            "labeled_documents",
+        )
+        bump(
+            conn.execute(
+                select(Source.name, Source.domain, func.count())
+                .select_from(o)
+                .join(Source, Source.id == o.source_id)
+                .where(o.is_duplicate.is_(True))
+                .group_by(Source.name, Source.domain)
+            ),
+            "duplicates",
+        )
+        bump(
+            conn.execute(
+                select(Source.name, Source.domain, func.count())
+                .select_from(qn)
+                .join(Source, Source.id == qn.source_id)
+                .group_by(Source.name, Source.domain)
+            ),
+            "quarantined",
+        )
         totals = {
             "documents": _count(conn, select(func.count()).select_from(d)),
             "labeled_documents": _count(conn, select(func.count()).select_from(labeled_docs)),
@@ -265,8 +318,11 @@ def store_status(store: Store) -> dict[str, Any]:
             "near_duplicate_clusters": _count(
                 conn,
                 select(func.count()).select_from(
-                    select(d.cluster_id).where(d.cluster_id.is_not(None)).group_by(d.cluster_id)
-                    .having(func.count() > 1).subquery()
+                    select(d.cluster_id)
+                    .where(d.cluster_id.is_not(None))
+                    .group_by(d.cluster_id)
+                    .having(func.count() > 1)
+                    .subquery()
                 ),
             ),
         }
@@ -275,9 +331,17 @@ def store_status(store: Store) -> dict[str, Any]:
     for (src, dom), c in sorted(per.items()):
         docs = c.get("documents", 0)
         lab = c.get("labeled_documents", 0)
-        rows.append({"source": src, "domain": dom, "documents": docs, "labeled_documents": lab,
-                     "unlabeled_documents": docs - lab, "duplicates": c.get("duplicates", 0),
-                     "quarantined": c.get("quarantined", 0)})
+        rows.append(
+            {
+                "source": src,
+                "domain": dom,
+                "documents": docs,
+                "labeled_documents": lab,
+                "unlabeled_documents": docs - lab,
+                "duplicates": c.get("duplicates", 0),
+                "quarantined": c.get("quarantined", 0),
+            }
+        )
     by_domain: dict[str, dict[str, int]] = {}
     for r in rows:
         agg = by_domain.setdefault(r["domain"], {})

@@ -45,7 +45,9 @@ __all__ = [
 ]
 
 #: A label issue whose review ended in one of these is no longer open (`--exclude-issues` keeps its document).
-RESOLVED_REVIEW_STATUSES: tuple[str, ...] = ("resolved", "accepted", "rejected", "relabeled", "kept", "dismissed")
+RESOLVED_REVIEW_STATUSES: tuple[str, ...] = (
+    "resolved", "accepted", "confirmed", "rejected", "relabeled", "kept", "dismissed",
+)
 
 
 def _live_annotation() -> Any:

@@ -24,6 +24,12 @@ def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def shared_embedding_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One embedding cache for the session, so the MiniLM encodes each test text once."""
+    return tmp_path_factory.mktemp("embeddings")
+
+
+@pytest.fixture(scope="session")
 def banking_slice() -> tuple[pd.DataFrame, pd.DataFrame]:
     """BANKING77 restricted to 6 intents: 40 train and 20 test texts each (columns text, category)."""
     from tests.conftest import shared_data

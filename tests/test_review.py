@@ -54,6 +54,7 @@ def test_review_round_trip(sqlite_url, ls_client, ls_config, audit_config) -> No
 
     got = pull(store, ls_client, config=cfg, project=sent["project"])
     assert got["annotations_new"] == 3
+    assert got["review_decisions"]["applied"] == 3  # a pull of a review project applies the decisions
     reviews = annotations_frame(store)
     reviews = reviews[reviews["origin"] == "review"]
     assert sorted(reviews["document_id"]) == sorted([*confirm, reject])
@@ -69,7 +70,7 @@ def test_review_round_trip(sqlite_url, ls_client, ls_config, audit_config) -> No
         assert imported["label"].tolist() == [pending.loc[d, "given_label"]]
 
     second = audit(store, config=cfg)
-    assert second["decisions_applied"] == 3
+    assert second["decisions_applied"] == 0  # already applied by the pull
     earlier = next(h for h in second["review_history"] if h["run_id"] == first["run_id"])
     assert (earlier["confirmed"], earlier["rejected"], earlier["pending"]) == (2, 1, 2)
     assert earlier["confirmed_rate"] == pytest.approx(2 / 3, abs=1e-4)

@@ -144,3 +144,14 @@ def test_sample_push_sends_priority_order_with_predictions(sqlite_url, tiny_bert
     nxt = sample(store, config=cfg, strategy="margin", n=6, model=str(tiny_bert), device="cpu")
     assert not {s["document_id"] for s in nxt["selections"]} & {t["data"]["document_id"] for t in tasks}
     assert np.isfinite([s["score"] for s in nxt["selections"]]).all()
+
+
+def test_finetune_mode_records_its_model(sqlite_url: str, tiny_bert: Path, banking_slice) -> None:  # type: ignore[no-untyped-def]
+    store = open_store(sqlite_url)
+    fill(store, (banking_slice[0].groupby("category").head(8), banking_slice[1]), labeled_per_class=3)
+    cfg = config(finetune_epochs=1)
+    result = sample(store, config=cfg, strategy="bald", n=4, mode="finetune", model=str(tiny_bert), device="cpu")
+    assert result["selected"] == 4 and result["strategy_used"] == "bald" and result["mode"] == "finetune"
+    assert result["model_version"].startswith("finetune-") and result["predictions"] == 4
+    (row,) = model_versions_frame(store).to_dict("records")
+    assert row["mode"] == "finetune" and row["params"]["epochs"] == 1 and str(tiny_bert) in row["encoder"]

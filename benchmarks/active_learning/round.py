@@ -38,7 +38,8 @@ CACHE = ROOT / "benchmarks" / ".cache"
 def build_pool(base: np.ndarray, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     src = rng.integers(0, len(base), n)
-    x = base[src] + rng.normal(scale=0.02, size=(n, base.shape[1])).astype(np.float32)
+    x = base[src]
+    x += 0.02 * rng.standard_normal(size=x.shape, dtype=np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     return x.astype(np.float32), src
 

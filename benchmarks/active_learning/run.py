@@ -36,6 +36,7 @@ def main() -> None:
     ap.add_argument("--goal-round", type=int, default=9, help="round whose label count is the goal's budget")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--mode", default="fast")
+    ap.add_argument("--head", default="logreg", help="fast mode's head: logreg or mlp (bald always uses mlp)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--tag", default="")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
@@ -44,7 +45,8 @@ def main() -> None:
     result = simulate(
         args.data / "train.csv", args.data / "test.csv", text_column="text", label_column="category",
         strategies=args.strategies.split(","), initial=args.initial, batch=args.batch, rounds=args.rounds,
-        seeds=args.seeds, mode=args.mode, device=args.device, cache_dir=ROOT / "benchmarks" / ".cache" / "embeddings",
+        seeds=args.seeds, mode=args.mode, head=args.head, device=args.device,
+        cache_dir=ROOT / "benchmarks" / ".cache" / "embeddings",
         on_progress=lambda m: print(m, file=sys.stderr, flush=True),
     )
     g = args.goal_round

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import shutil
 import sys
 import tempfile
@@ -34,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import CACHE, SHARED_DATA, peak_rss_mb, write_result  # noqa: E402
+from benchmarks.common import CACHE, RESULTS, SHARED_DATA, environment, peak_rss_mb, write_result  # noqa: E402
 
 __all__ = ["DATASETS", "inject_noise", "prf", "run_dataset", "speed", "main"]
 
@@ -194,11 +195,13 @@ def _speed_store(n_docs: int, *, device: str, work: Path, seed: int = 0) -> str:
     classes = sorted(df["label"].unique())
     y = df["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()[base]
     noisy = np.where(rng.random(n_docs) < 0.10, rng.integers(0, len(classes), n_docs), y)
-    emb = base_emb[base] + rng.normal(scale=0.03, size=(n_docs, base_emb.shape[1])).astype(np.float32)
-    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    EmbeddingCache(work / "embeddings", encoder.key).put(text_hashes(texts), emb)
+    cache = EmbeddingCache(work / "embeddings", encoder.key)
+    for lo in range(0, n_docs, 100_000):
+        hi = min(lo + 100_000, n_docs)
+        emb = base_emb[base[lo:hi]] + rng.normal(scale=0.03, size=(hi - lo, base_emb.shape[1])).astype(np.float32)
+        cache.put(text_hashes(texts[lo:hi]), emb / np.linalg.norm(emb, axis=1, keepdims=True))
     url = f"sqlite:///{work / 'speed.db'}"
     store = open_store(url)
     source_id = ds.ensure_source(store, name="speed.csv", domain="customer_service", path=None)
@@ -306,6 +309,12 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
+    if args.only:  # a partial run keeps the other parts of the last full result
+        env = environment()
+        previous = RESULTS / f"{args.name}_{'gpu' if env['gpu'] else 'cpu' + str(env['cores'])}.json"
+        if previous.exists():
+            old = json.loads(previous.read_text())
+            result = {**{k: v for k, v in old.items() if k not in ("benchmark", "environment")}, **result}
     write_result(args.name, result)
     return 0
 

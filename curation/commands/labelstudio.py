@@ -66,7 +66,10 @@ def run_agreement(store: Any, *, project: str | None, domain: str | None, config
     frame = project_annotations_frame(store, project_id=proj["project_id"])
     frame = frame[~frame["was_cancelled"].astype(bool)]
     report = agreement_report(frame, n_boot=n_boot, seed=seed)
-    return {"project_id": proj["project_id"], "project": proj["title"], **report}
+    from pipelines.audit import annotator_quality
+
+    quality = annotator_quality(store, domain=proj.get("domain"))
+    return {"project_id": proj["project_id"], "project": proj["title"], **report, "annotator_quality": quality}
 
 
 def register(app: typer.Typer) -> None:
@@ -194,6 +197,14 @@ def register(app: typer.Typer) -> None:
                 mk = "n/a" if a["mean_pairwise_kappa"] is None else f"{a['mean_pairwise_kappa']:.3f}"
                 t.add_row(a["annotator"], str(a["n_items"]), agree, mk)
             console.print(t)
+            if result.get("annotator_quality"):
+                t = Table("annotator", "quality (CROWDLAB)", "agreement with consensus", "labeled",
+                          title="Annotator quality (latest audit)")
+                for q in result["annotator_quality"]:
+                    agree_c = q.get("agreement_with_consensus")
+                    t.add_row(str(q["annotator"]), f"{q['quality']:.3f}",
+                              "n/a" if agree_c is None else f"{agree_c:.2f}", str(q.get("n_labeled", "")))
+                console.print(t)
             t = Table("label", "ratings", "kappa [95% CI]", title="Labels")
             for lab in result["per_label"]:
                 t.add_row(lab["label"], str(lab["n_ratings"]), ci(lab))
