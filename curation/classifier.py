@@ -77,10 +77,11 @@ def _generator(seed: int) -> torch.Generator:
 
 
 @contextmanager
-def _cpu_threads(device: str, work: int) -> Iterator[None]:
-    """One CPU thread for small problems: OpenMP sync costs more than it saves there (10x slower on busy CPUs)."""
+def _cpu_threads(device: str, work: int, limit: int = 50_000_000) -> Iterator[None]:
+    """One CPU thread for problems below `limit` multiply-adds per step: OpenMP synchronisation costs more than it
+    saves there, and on a CPU shared with other processes it made training 5-10x slower."""
     before = torch.get_num_threads()
-    small = torch.device(device).type == "cpu" and work < 50_000_000
+    small = torch.device(device).type == "cpu" and work < limit
     if small:
         torch.set_num_threads(1)
     try:
@@ -141,7 +142,7 @@ class HeadClassifier:
         if len(inputs) == 0:
             raise ModelError("Cannot train a classifier without labeled examples.")
         work = int(inputs.shape[0]) * int(inputs.shape[1]) * (n_classes if self.kind == "logreg" else self.hidden)
-        with _cpu_threads(self.device, work):
+        with _cpu_threads(self.device, work, limit=1_000_000_000):
             return self._fit(inputs, y, n_classes)
 
     def _fit(self, inputs: np.ndarray, y: np.ndarray, n_classes: int) -> HeadClassifier:

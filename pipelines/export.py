@@ -251,7 +251,11 @@ def _labeled_rows(
     include_unlabeled: bool,
 ) -> tuple[pd.DataFrame, dict[str, int]]:
     """Documents joined to their training label, minus low-agreement and open-issue documents."""
-    labels = consensus_labels(votes)
+    from curation.label_quality import apply_crowdlab
+    from store.audit import crowdlab_labels
+
+    # The same training label as `curation.consensus.training_labels`: CROWDLAB where an audit stored one.
+    labels = apply_crowdlab(consensus_labels(votes), votes, crowdlab_labels(store, domain=domain))
     excluded = {"low_agreement": 0, "label_issues": 0}
     if min_agreement is not None and not labels.empty:
         low = labels["agreement"] < min_agreement

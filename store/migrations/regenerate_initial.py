@@ -1,6 +1,8 @@
-"""Developer tool: regenerate revision 0001 from `store.models` (only while 0001 is unreleased).
+"""Developer tool used before the first release: revision 0001 was generated from `store.models` with this.
 
-Run: `.venv/bin/python -m store.migrations.regenerate_initial`. After the first release, add new revisions instead.
+Kept for reference only: 0001 is now released (0002 builds on it), so schema changes are new revisions, e.g.
+`alembic revision --autogenerate` against a store at head. Running this would rewrite 0001 with the newest models
+and break upgrades of existing stores, so it refuses unless forced.
 """
 
 from __future__ import annotations
@@ -17,6 +19,10 @@ HERE = Path(__file__).parent
 
 
 def main() -> None:
+    import sys
+
+    if "--force" not in sys.argv:
+        raise SystemExit("0001 is released; add a new revision instead (see the docstring). --force to override.")
     target = HERE / "versions" / "0001_initial_schema.py"
     target.unlink(missing_ok=True)
     cfg = Config()
