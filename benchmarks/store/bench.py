@@ -21,7 +21,7 @@ from benchmarks.common import write_result
 PG_ADMIN = os.environ.get("CURATE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 
 
-def _rows(n: int, source_id: int) -> tuple[list[dict], list[dict]]:
+def _rows(n: int, source_id: int) -> list[dict]:
     docs = []
     for i in range(n):
         text = f"customer message number {i} about a card that has not arrived yet"
@@ -29,20 +29,22 @@ def _rows(n: int, source_id: int) -> tuple[list[dict], list[dict]]:
                      "external_id": str(i), "group_key": None, "raw_text": text, "text": text,
                      "content_hash": hashlib.sha1(text.encode()).hexdigest(), "n_tokens": 12, "n_sentences": 1,
                      "meta": {"channel": "chat"}, "minhash": bytes(256)})
-    return docs, []
+    return docs
 
 
 def _bench(url: str, n: int) -> dict:
+    from sqlalchemy import func, select
     from sqlalchemy.orm import Session
 
     from store.engine import insert_ignore, open_store
-    from store.models import Document, Source
+    from store.models import Document, Occurrence, Source
 
     store = open_store(url)
     with store.connect() as conn:
         insert_ignore(conn, Source.__table__, [{"name": "bench", "domain": "customer_service", "path": None}],
                       conflict=["name"])
-    docs, _ = _rows(n, 1)
+        source_id = conn.execute(select(Source.id).where(Source.name == "bench")).scalar_one()
+    docs = _rows(n, source_id)
     t0 = time.perf_counter()
     with store.connect() as conn:
         for i in range(0, n, 50_000):
@@ -55,7 +57,16 @@ def _bench(url: str, n: int) -> dict:
             assert again == 0
     conflict = time.perf_counter() - t0
     orm_n = min(n, 50_000)
-    orm_docs, _ = _rows(orm_n, 1)
+    with store.connect() as conn:
+        doc_id, src_id = conn.execute(select(func.min(Document.id), func.min(Source.id))).one()
+    occ = [{"source_id": src_id, "row_number": i + 1, "document_id": doc_id, "external_id": str(i), "group_key": None,
+            "is_duplicate": True, "run_id": None} for i in range(n)]
+    t0 = time.perf_counter()
+    with store.connect() as conn:
+        for i in range(0, n, 50_000):
+            insert_ignore(conn, Occurrence.__table__, occ[i:i + 50_000], conflict=["source_id", "row_number"])
+    narrow = time.perf_counter() - t0
+    orm_docs = _rows(orm_n, source_id)
     for d in orm_docs:
         d["domain"] = "financial"
     t0 = time.perf_counter()
@@ -66,6 +77,7 @@ def _bench(url: str, n: int) -> dict:
     return {
         "rows": n,
         "bulk_rows_per_s": round(n / bulk),
+        "narrow_rows_per_s": round(n / narrow),
         "conflict_rows_per_s": round(n / conflict),
         "orm_add_all_rows": orm_n,
         "orm_add_all_rows_per_s": round(orm_n / orm),
@@ -99,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         results["postgresql"] = {"error": f"{type(exc).__name__}: {exc}"}
         print("postgresql unavailable:", exc)
     results["goal"] = {"postgresql_bulk_rows_per_s": 100_000}
+    results["note"] = ("bulk_rows_per_s: document rows (two texts, a 256-byte MinHash blob, JSONB, 3 indexes); "
+                       "narrow_rows_per_s: occurrence rows (7 columns, 2 indexes)")
     write_result("store", results)
     return 0
 
