@@ -253,3 +253,24 @@ def test_real_datasets(tmp_path: Path) -> None:
                         label_column="Product", id_column="Complaint_ID")
     assert _balanced(cfpb)
     assert cfpb["quarantine_reasons"].get("empty_text", 0) > 1000
+
+
+def test_example_config_is_valid_and_complete() -> None:
+    """curate.example.toml names every config key (set or commented out) and validates."""
+    import tomllib
+
+    from curation.config import Config, load_config
+
+    example = REPO / "curate.example.toml"
+    load_config(example)
+    text = example.read_text()
+    data = tomllib.loads(text)
+    for section, field in Config.model_fields.items():
+        if section == "path":
+            continue
+        assert f"[{section}" in text, section
+        model = field.annotation
+        if section == "domains":
+            continue
+        for key in model.model_fields:  # type: ignore[union-attr]
+            assert key in data.get(section, {}) or f"# {key} = " in text, f"{section}.{key}"
