@@ -297,30 +297,41 @@ class Encoder:
         dtype: str | None = None,
     ) -> None:
         _quiet_transformers()
-        from transformers import AutoModel
+        from transformers import AutoConfig
 
         self.ref = resolve_model(model)
         self.device = resolve_device(device)
         self.tokenizer = load_tokenizer(self.ref)
         self.pooling, self.normalize, limit = _sentence_settings(self.ref.path, self.tokenizer)
-        self.max_length = int(max_length or limit)
         cuda = self.device.type == "cuda"
         self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32, None: None}[dtype]
         if self.dtype is None:
             self.dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float32
         self.batch_tokens = int(batch_tokens or (_CUDA_BATCH_TOKENS if cuda else _CPU_BATCH_TOKENS))
-        try:
-            self.model = AutoModel.from_pretrained(
-                str(self.ref.path), local_files_only=True, attn_implementation="sdpa", **_dtype_kwargs(self.dtype)
-            )
-        except (OSError, ValueError) as exc:
-            raise ModelError(f"Cannot load encoder {self.ref.name} from {self.ref.path}: {exc}") from exc
-        self.model.eval().to(self.device)
         #: Tokenize in a background thread while the model runs (on by default on CUDA, where it pays).
         self.overlap = cuda
-        self.dim = int(self.model.config.hidden_size)
-        max_pos = int(getattr(self.model.config, "max_position_embeddings", 512) or 512)
-        self.max_length = min(self.max_length, max_pos)
+        try:
+            self.config = AutoConfig.from_pretrained(str(self.ref.path), local_files_only=True)
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"Cannot read the config of {self.ref.name} in {self.ref.path}: {exc}") from exc
+        self.dim = int(self.config.hidden_size)
+        max_pos = int(getattr(self.config, "max_position_embeddings", 512) or 512)
+        self.max_length = min(int(max_length or limit), max_pos)
+        self._model: Any = None
+
+    @property
+    def model(self) -> Any:
+        """The network, loaded on first use (a run whose texts are all cached never loads the weights)."""
+        if self._model is None:
+            from transformers import AutoModel
+
+            try:
+                net = AutoModel.from_pretrained(str(self.ref.path), local_files_only=True,
+                                                attn_implementation="sdpa", **_dtype_kwargs(self.dtype))
+            except (OSError, ValueError) as exc:
+                raise ModelError(f"Cannot load encoder {self.ref.name} from {self.ref.path}: {exc}") from exc
+            self._model = net.eval().to(self.device)
+        return self._model
 
     @property
     def key(self) -> str:
@@ -376,6 +387,7 @@ class Encoder:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         if not texts:
             return out
+        model = self.model
         cuda = self.device.type == "cuda"
         batches = _prefetch(self._prepared(texts), depth=8) if self.overlap else self._prepared(texts)
         pending: list[tuple[np.ndarray, torch.Tensor]] = []
@@ -383,7 +395,7 @@ class Encoder:
             for rows, ids, mask in batches:
                 ids = ids.to(self.device, non_blocking=True)
                 mask = mask.to(self.device, non_blocking=True)
-                hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
+                hidden = model(input_ids=ids, attention_mask=mask).last_hidden_state
                 emb = self._pool(hidden, mask)
                 if cuda:
                     host = torch.empty(emb.shape, dtype=torch.float32, pin_memory=True)

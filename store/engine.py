@@ -201,11 +201,8 @@ def insert_ignore(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]
     return int(result.rowcount) if result.rowcount is not None and result.rowcount >= 0 else 0
 
 
-def _sqlite_insert_ignore(
-    conn: Connection, table: Table, rows: Sequence[dict[str, Any]], *, conflict: Sequence[str]
-) -> int:
-    """The raw-driver path: each column's own bind processor (JSON, DateTime, ...) and scalar defaults applied."""
-    dialect = conn.dialect
+def _columns_and_defaults(table: Table, rows: Sequence[dict[str, Any]]) -> tuple[list[Any], dict[str, Any]]:
+    """The columns the rows give, and the client-side scalar defaults of the others (raw paths skip SQLAlchemy's)."""
     given = set(rows[0])
     cols = [c for c in table.columns if c.name in given]
     defaults = {
@@ -213,6 +210,15 @@ def _sqlite_insert_ignore(
         for c in table.columns
         if c.name not in given and c.default is not None and getattr(c.default, "is_scalar", False)
     }
+    return cols, defaults
+
+
+def _sqlite_insert_ignore(
+    conn: Connection, table: Table, rows: Sequence[dict[str, Any]], *, conflict: Sequence[str]
+) -> int:
+    """The raw-driver path: each column's own bind processor (JSON, DateTime, ...) and scalar defaults applied."""
+    dialect = conn.dialect
+    cols, defaults = _columns_and_defaults(table, rows)
     names = [c.name for c in cols] + list(defaults)
     procs = [c.type._cached_bind_processor(dialect) for c in cols]  # noqa: SLF001
     sql = (
@@ -237,13 +243,7 @@ def _pg_copy_insert_ignore(
     conn: Connection, table: Table, rows: Sequence[dict[str, Any]], *, conflict: Sequence[str]
 ) -> int:
     """PostgreSQL's fastest path: COPY into a temporary table, then INSERT ... SELECT ... ON CONFLICT DO NOTHING."""
-    given = set(rows[0])
-    cols = [c for c in table.columns if c.name in given]
-    defaults = {
-        c.name: c.default.arg  # type: ignore[union-attr]
-        for c in table.columns
-        if c.name not in given and c.default is not None and getattr(c.default, "is_scalar", False)
-    }
+    cols, defaults = _columns_and_defaults(table, rows)
     names = [c.name for c in cols] + list(defaults)
     json_cols = {c.name for c in cols if isinstance(c.type, JSON)}
     tmp = f"_copy_{table.name}"

@@ -123,6 +123,10 @@ def test_cache_encodes_only_new_texts(tiny_bert: Path, tmp_path: Path) -> None:
     np.testing.assert_array_equal(again[:4], first)
     np.testing.assert_array_equal(again[5], first[0])
     assert cache.count() == 5 and len(list(cache.folder.glob("part-*.parquet"))) == 2
+    fresh = Encoder(tiny_bert, device="cpu")
+    cached, stats = embed_texts(TEXTS[:5], encoder=fresh, cache=cache)
+    assert stats["encoded"] == 0 and fresh._model is None  # all cached: the weights are never loaded
+    np.testing.assert_array_equal(cached[:4], first)
     mask, vecs = cache.get(text_hashes(["never seen", TEXTS[1]]))
     assert mask.tolist() == [False, True]
     np.testing.assert_array_equal(vecs[0], first[1])

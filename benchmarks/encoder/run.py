@@ -128,7 +128,7 @@ def main() -> None:
         result["mean_word_pieces"] = round(float(tok.lengths.mean()), 2)
         ours, emb = time_ours(enc, texts)
         row: dict[str, Any] = {"model": enc.ref.name, "shape": {"hidden": enc.dim,
-                                                               "layers": enc.model.config.num_hidden_layers},
+                                                               "layers": enc.config.num_hidden_layers},
                                "ours": ours}
         model_path = enc.ref.path
         del enc
