@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
 import shutil
 import sys
 import time
@@ -31,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from curation.errors import ConfigError, CurationError, ExportError, InputError, LabelStudioError
+from store.runs import pid_alive
 
 __all__ = ["STEPS", "DEPENDS", "StepResult", "make_logger", "run_nightly", "export_root", "clean_stale_exports"]
 
@@ -88,16 +88,6 @@ def export_root(config: Any) -> Path:
     return root
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def clean_stale_exports(root: Path) -> int:
     """Remove `.tmp-<version>-<pid>` folders left by killed exports (their process is gone)."""
     removed = 0
@@ -105,12 +95,12 @@ def clean_stale_exports(root: Path) -> int:
         return 0
     for tmp in root.glob(".tmp-*"):
         pid = tmp.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not pid_alive(int(pid)):
             shutil.rmtree(tmp, ignore_errors=True)
             removed += 1
     for tmp in root.glob(".latest-*"):
         pid = tmp.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not pid_alive(int(pid)):
             tmp.unlink(missing_ok=True)
     return removed
 
@@ -418,7 +408,7 @@ class _Night:
         path = self.out_dir / "report.html"
         for tmp in self.out_dir.glob(".report.html.*.tmp"):  # left by a killed night
             pid = tmp.name.split(".")[-2]
-            if pid.isdigit() and not _alive(int(pid)):
+            if pid.isdigit() and not pid_alive(int(pid)):
                 tmp.unlink(missing_ok=True)
         info = write_report(self.store, path)
         self.report_path = str(path.resolve())

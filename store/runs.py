@@ -12,12 +12,13 @@ from sqlalchemy import select, update
 from store.engine import Store
 from store.models import Run
 
-__all__ = ["start_run", "finish_run", "list_runs", "last_run", "mark_dead_runs"]
+__all__ = ["start_run", "finish_run", "list_runs", "last_run", "mark_dead_runs", "pid_alive"]
 
 _HOST = socket.gethostname()
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this host with this pid exists."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -38,7 +39,7 @@ def mark_dead_runs(store: Store) -> int:
             r for r in s.scalars(select(Run).where(Run.status == "running"))
             if isinstance(r.params, dict) and r.params.get("_host") == _HOST
             and isinstance(r.params.get("_pid"), int) and r.params["_pid"] != os.getpid()
-            and not _alive(r.params["_pid"])
+            and not pid_alive(r.params["_pid"])
         ]
         for r in stale:
             r.status = "interrupted"
