@@ -77,7 +77,7 @@ def _generator(seed: int) -> torch.Generator:
 
 
 @contextmanager
-def _cpu_threads(device: str, work: int, limit: int = 50_000_000) -> Iterator[None]:
+def cpu_threads(device: str, work: int, limit: int = 50_000_000) -> Iterator[None]:
     """One CPU thread for problems below `limit` multiply-adds per step: OpenMP synchronisation costs more than it
     saves there, and on a CPU shared with other processes it made training 5-10x slower."""
     before = torch.get_num_threads()
@@ -142,7 +142,7 @@ class HeadClassifier:
         if len(inputs) == 0:
             raise ModelError("Cannot train a classifier without labeled examples.")
         work = int(inputs.shape[0]) * int(inputs.shape[1]) * (n_classes if self.kind == "logreg" else self.hidden)
-        with _cpu_threads(self.device, work, limit=1_000_000_000):
+        with cpu_threads(self.device, work, limit=1_000_000_000):
             return self._fit(inputs, y, n_classes)
 
     def _fit(self, inputs: np.ndarray, y: np.ndarray, n_classes: int) -> HeadClassifier:
@@ -265,7 +265,7 @@ class FineTuneClassifier:
         net, tokenizer, ref, limit = load_sequence_classifier(self.model, num_labels=n_classes, device=self._dev())
         self.net, self.tokenizer, self.model_id = net, tokenizer, ref.model_id
         self.max_length = min(self.max_length, limit)
-        with _cpu_threads(self.device, self._work()):
+        with cpu_threads(self.device, self._work()):
             self._train(Tokenized.from_texts(tokenizer, list(inputs), max_length=self.max_length), y)
         return self
 
@@ -318,7 +318,7 @@ class FineTuneClassifier:
             hook = head.register_forward_hook(lambda _m, args, _out: captured.append(args[0]))
         out: np.ndarray | None = None
         try:
-            with torch.inference_mode(), self._autocast(), _cpu_threads(self.device, self._work()):
+            with torch.inference_mode(), self._autocast(), cpu_threads(self.device, self._work()):
                 for rows in tok.budget_batches(batch_tokens=self.batch_tokens, max_texts=512):
                     ids, mask = tok.pad(rows)
                     logits = net(input_ids=torch.from_numpy(ids).to(self._dev()),

@@ -31,7 +31,6 @@ import hashlib
 import time
 import warnings
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -223,23 +222,6 @@ _CALIBRATION_ROWS = 20_000
 _CHUNK_ROWS = 65_536
 
 
-@contextmanager
-def _torch_threads(device: str, work: float) -> Iterator[None]:
-    """One CPU thread for small problems: thread synchronisation costs more than it saves there (ten times more
-    on a busy machine)."""
-    import torch
-
-    before = torch.get_num_threads()
-    small = device.startswith("cpu") and work < 2e9
-    if small:
-        torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        if small:
-            torch.set_num_threads(before)
-
-
 def _fold_statistics(
     x: np.ndarray, y: np.ndarray, fold_of: np.ndarray, folds: int, n_classes: int, device: str
 ) -> tuple[Any, Any, Any]:
@@ -329,7 +311,9 @@ def lda_oof_logits(
     cal = np.arange(len(y)) if len(y) <= _CALIBRATION_ROWS else rng.choice(len(y), _CALIBRATION_ROWS, replace=False)
     fits: dict[float, tuple[float, float]] = {}
     best: tuple[float, np.ndarray] | None = None
-    with _torch_threads(device, float(len(y)) * d * (d + n_classes * len(shrinkage))):
+    from curation.classifier import cpu_threads
+
+    with cpu_threads(device, int(len(y) * d * (d + n_classes * len(shrinkage))), limit=2_000_000_000):
         for lam, logits in _lda_logits(x, y, fold_of, splits, n_classes, shrinkage=shrinkage, device=device):
             z, t = logits[cal].astype(np.float64), y[cal]
             res = minimize_scalar(lambda log_t: _nll(z, t, float(np.exp(log_t))), bounds=(-3.0, 6.0),  # noqa: B023
