@@ -8,15 +8,17 @@ a list of small modules. Heavy libraries (torch, transformers, label-studio-sdk)
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import click
 import typer
 from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
 from curation.errors import CurationError
+
+if TYPE_CHECKING:  # the click Context class typer's own signatures use (typer vendors click)
+    from typer._click import Context as _ClickContext
 
 __all__ = ["app", "main"]
 
@@ -25,7 +27,7 @@ COMMAND_MODULES = ("ingest", "inspect", "labelstudio", "active", "audit", "expor
 class _Group(TyperGroup):
     """Turns a `CurationError` into a red message and its exit code, also under typer's test runner."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: _ClickContext) -> Any:
         try:
             return super().invoke(ctx)
         except CurationError as exc:

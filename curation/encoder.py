@@ -304,9 +304,10 @@ class Encoder:
         self.tokenizer = load_tokenizer(self.ref)
         self.pooling, self.normalize, limit = _sentence_settings(self.ref.path, self.tokenizer)
         cuda = self.device.type == "cuda"
-        self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32, None: None}[dtype]
-        if self.dtype is None:
-            self.dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float32
+        chosen = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32, None: None}[dtype]
+        if chosen is None:
+            chosen = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float32
+        self.dtype: torch.dtype = chosen
         self.batch_tokens = int(batch_tokens or (_CUDA_BATCH_TOKENS if cuda else _CPU_BATCH_TOKENS))
         #: Tokenize in a background thread while the model runs (on by default on CUDA, where it pays).
         self.overlap = cuda

@@ -17,7 +17,7 @@ import numpy as np
 
 from curation.errors import ConfigError, InputError
 
-__all__ = ["MinHashParams", "NearDupIndex", "shingle_hashes", "signatures"]
+__all__ = ["ClusterPlan", "MinHashParams", "NearDupIndex", "shingle_hashes", "signatures"]
 
 _U32_MAX = np.uint32(0xFFFFFFFF)
 _LOW32 = np.uint64(0xFFFFFFFF)
@@ -255,7 +255,7 @@ class _Blocks:
             self._len += step
 
     def take(self, rows: np.ndarray) -> np.ndarray:
-        out = np.empty((len(rows),) + self._width, dtype=self._dtype)
+        out: np.ndarray = np.empty((len(rows),) + self._width, dtype=self._dtype)
         if len(self._blocks) == 1:
             out[:] = self._blocks[0][rows]
             return out
@@ -266,6 +266,31 @@ class _Blocks:
             sel = np.flatnonzero(bits == k)
             out[sel] = self._blocks[k][rows[sel] - self._start(k)]
         return out
+
+
+@dataclass
+class ClusterPlan:
+    """A batch's cluster ids and its pending index entries (see `NearDupIndex.plan`)."""
+
+    doc_ids: np.ndarray
+    clusters: np.ndarray
+    sig16: np.ndarray
+    keys: np.ndarray
+    rows: np.ndarray
+    base: int
+
+    def relabel(self, mapping: dict[int, int]) -> None:
+        """Replace document ids (and cluster ids equal to them) by others, e.g. provisional ids by real ones."""
+        if not mapping:
+            return
+        old = np.fromiter(mapping, dtype=np.int64, count=len(mapping))
+        new = np.fromiter(mapping.values(), dtype=np.int64, count=len(mapping))
+        order = np.argsort(old)
+        old, new = old[order], new[order]
+        for arr in (self.doc_ids, self.clusters):
+            pos = np.minimum(np.searchsorted(old, arr), old.size - 1)
+            hit = old[pos] == arr
+            arr[hit] = new[pos[hit]]
 
 
 class NearDupIndex:
@@ -321,7 +346,18 @@ class NearDupIndex:
         documents of this batch; without one, its cluster id is its own doc id. A text with no
         words is never a near-duplicate.
         """
+        plan = self.plan(doc_ids, sigs)
+        self.commit(plan)
+        return plan.clusters
+
+    def plan(self, doc_ids: np.ndarray, sigs: np.ndarray) -> ClusterPlan:
+        """`assign` without indexing: the clusters, and what `commit` adds to the index.
+
+        Why split: the ingest computes clusters before its database insert (so that each row is written once,
+        cluster id included) and indexes the batch only after the insert, with the ids it really got.
+        """
         doc_ids, sigs = self._check(doc_ids, sigs)
+        doc_ids = doc_ids.copy()  # the plan owns its ids (`relabel` changes them in place)
         n, base, p = len(doc_ids), len(self), self.params
         nonempty = (sigs != _U32_MAX).any(axis=1)
         # Identical signatures inside the batch: later copies simply follow the first.
@@ -339,7 +375,7 @@ class NearDupIndex:
         best_row = np.full(n, -1, dtype=np.int64)
         best_agree = np.zeros(n, dtype=np.int64)
         if q.size:
-            agree = np.empty(q.size, dtype=np.int64)
+            agree: np.ndarray = np.empty(q.size, dtype=np.int64)
             for lo in range(0, q.size, _PAIR_CHUNK):
                 cq, cc = q[lo : lo + _PAIR_CHUNK], cand[lo : lo + _PAIR_CHUNK]
                 theirs = np.empty((cc.size, p.num_perm), dtype=np.uint16)
@@ -351,7 +387,7 @@ class NearDupIndex:
             q, cand, agree = q[ok], cand[ok], agree[ok]
             order = np.lexsort((cand, -agree, q))
             q, cand, agree = q[order], cand[order], agree[order]
-            head = np.flatnonzero(np.r_[True, q[1:] != q[:-1]]) if q.size else q
+            head: np.ndarray = np.flatnonzero(np.r_[True, q[1:] != q[:-1]]) if q.size else q
             best_row[q[head]] = cand[head]
             best_agree[q[head]] = agree[head]
 
@@ -371,9 +407,18 @@ class NearDupIndex:
         clusters = clusters[parent]
 
         fresh = best_agree[queries] < p.num_perm
-        self._insert(keys[fresh], base + queries[fresh])
-        self._store(doc_ids, sig16, clusters)
-        return clusters
+        return ClusterPlan(doc_ids=doc_ids, clusters=clusters, sig16=sig16, keys=keys[fresh],
+                           rows=base + queries[fresh], base=base)
+
+    def commit(self, plan: ClusterPlan) -> None:
+        """Index a planned batch (after `relabel`, if some ids changed). Plans commit in the order made."""
+        if plan.base != len(self):
+            raise InputError(
+                f"This plan was made for an index of {plan.base} documents; the index now has {len(self)}.",
+                hint="commit each plan before planning the next batch",
+            )
+        self._insert(plan.keys, plan.rows)
+        self._store(plan.doc_ids, plan.sig16, plan.clusters)
 
     def _check(self, doc_ids: np.ndarray, sigs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         doc_ids = np.asarray(doc_ids, dtype=np.int64).reshape(-1)

@@ -12,8 +12,9 @@ skips the rows already recorded, so nothing is lost and nothing is stored twice.
 from __future__ import annotations
 
 import hashlib
+import os
 import time
-from collections import Counter, deque
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ import pandas as pd
 from curation.config import Config, check_domain
 from curation.errors import InputError
 from pipelines.clean import clean_batch, normalize_batch
-from pipelines.dedup import MinHashParams, NearDupIndex, signatures
+from pipelines.dedup import ClusterPlan, MinHashParams, NearDupIndex, signatures
 from pipelines.pii import mask_batch
 from pipelines.readers import ReaderOptions, read_batches, sniff_format
 from pipelines.tokenize import SentenceSplitter, count_tokens, default_splitter, train_sentence_splitter
@@ -54,7 +55,7 @@ class IngestStats:
     near_duplicates: int = 0
     quarantine_reasons: Counter[str] = field(default_factory=Counter)
     pii_masked: Counter[str] = field(default_factory=Counter)
-    stage_seconds: Counter[str] = field(default_factory=Counter)
+    stage_seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     files: list[dict[str, Any]] = field(default_factory=list)
     joined_clusters: set[int] = field(default_factory=set)
 
@@ -103,13 +104,21 @@ class _Timer:
         self.stats.stage_seconds[self.name] += time.perf_counter() - self.t0
 
 
-def _workers(setting: int | None) -> int:
-    """Worker processes for the CPU stages: in-process unless `[ingest] workers` asks for more than one.
+_AUTO_WORKER_BYTES = 16 * 2**20
 
-    Why not automatic: on a 2-core machine the reader and the database writes already keep one core busy, so
-    workers gain little (see benchmarks/ingest), and process start-up (spaCy import) costs seconds.
+
+def _workers(setting: int | None, files: Sequence[Path]) -> int:
+    """Worker processes for the CPU stages (cleaning to MinHash); 0 runs them in this process.
+
+    Automatic (`[ingest] workers` unset): one worker when the machine has two or more cores and the input is
+    large (>= 16 MB), so cleaning the next chunk overlaps with writing this one; small inputs stay in-process
+    (a worker's start-up, spaCy's import, costs about a second). More than one worker only pays with more cores
+    than two: this process (reading, near-duplicates, database writes) needs one of its own.
     """
-    return setting or 0
+    if setting is not None:
+        return setting
+    size = sum(f.stat().st_size for f in files)
+    return 1 if (os.cpu_count() or 1) >= 2 and size >= _AUTO_WORKER_BYTES else 0
 
 
 def ingest_files(
@@ -154,8 +163,8 @@ def ingest_files(
         "paths": [str(f.resolve()) for f in files], "domain": domain, "text_column": text_column,
         "label_column": label_column, "id_column": id_column, "group_column": group_column, "source": source,
     })
-    workers = _workers(config.ingest.workers)
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) if workers > 1 else None
+    workers = _workers(config.ingest.workers, files)
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) if workers else None
     try:
         params = MinHashParams(
             num_perm=config.ingest.num_perm, bands=config.ingest.bands, shingle_size=config.ingest.shingle_size,
@@ -288,6 +297,10 @@ def prepare(
                     n_sentences=list(n_sents), sigs=sigs, seconds=secs)
 
 
+def _optional(values: list[Any]) -> list[str | None]:
+    return [_none_if_blank(v) for v in values]
+
+
 def _store_batch(
     store: Store,
     batch: pd.DataFrame,
@@ -301,13 +314,27 @@ def _store_batch(
     stats: IngestStats,
     timer: _Timer,
 ) -> None:
-    """Dedup against the store, write documents, occurrences, labels and quarantine in one transaction."""
+    """Dedup against the store, write documents, occurrences, labels and quarantine in one transaction.
+
+    Under the domain's write lock, ids are reserved first and near-duplicate clusters computed with them, so each
+    document row is written once, cluster id included, and nothing is read back. The near-duplicate index learns
+    the batch only after the transaction committed.
+    """
     good_mask = batch["error"].isna().to_numpy()
     good = batch.loc[good_mask]
     bad = batch.loc[~good_mask]
     row_nums = [int(x) for x in good["row_number"].tolist()]
     all_rows = [int(x) for x in batch["row_number"].tolist()]
+    raws = good["raw"].tolist()
+    raw_texts = good["text"].astype(str).tolist()
+    ext = _optional(good["external_id"].tolist())
+    grp = _optional(good["group"].tolist())
+    meta = good["meta"].tolist()
+    labels = _optional(good["label"].tolist())
+    keys, hashes, masked = prep.keys, prep.hashes, prep.masked
+    plan: ClusterPlan | None = None
     with store.connect() as conn:
+        docs_store.lock_domain_writes(conn, domain)
         with timer("db_read"):
             seen = docs_store.recorded_rows(conn, source_id, min(all_rows), max(all_rows)) if all_rows else set()
         quarantine: list[dict[str, Any]] = []
@@ -318,13 +345,6 @@ def _store_batch(
             if int(rn) not in seen:
                 quarantine.append({"source_id": source_id, "row_number": int(rn), "reason": str(reason),
                                    "raw_payload": raw, "run_id": run_id})
-        raws = good["raw"].tolist()
-        raw_texts = good["text"].astype(str).tolist()
-        ext = good["external_id"].tolist()
-        grp = good["group"].tolist()
-        meta = good["meta"].tolist()
-        labels = [_none_if_blank(x) for x in good["label"].tolist()]
-        keys, hashes, masked = prep.keys, prep.hashes, prep.masked
         empty = [i for i, k in enumerate(keys) if not k]
         for i in empty:
             reasons["empty_after_cleaning"] += 1
@@ -340,46 +360,66 @@ def _store_batch(
         # New documents: the chunk's first row of each text, unless the store has it or the row was recorded.
         pos_in_first = {i: j for j, i in enumerate(prep.first)}
         new_pos = [i for i in prep.first if i in live_set and hashes[i] not in existing]
+        with timer("db_write"):
+            new_ids = docs_store.reserve_ids(conn, "documents", len(new_pos))
+        clusters: list[int] = []
+        if new_pos:
+            with timer("near_dup"):
+                plan = index.plan(np.asarray(new_ids, dtype=np.int64),
+                                  prep.sigs[[pos_in_first[i] for i in new_pos]])
+            clusters = plan.clusters.tolist()
         rows_doc = [{
-            "domain": domain, "source_id": source_id, "run_id": run_id, "row_number": row_nums[i],
-            "external_id": _none_if_blank(ext[i]), "group_key": _none_if_blank(grp[i]), "raw_text": raw_texts[i],
-            "text": masked[i], "content_hash": hashes[i], "n_tokens": int(prep.n_tokens[pos_in_first[i]]),
+            "id": new_ids[k], "domain": domain, "source_id": source_id, "run_id": run_id, "row_number": row_nums[i],
+            "external_id": ext[i], "group_key": grp[i], "raw_text": raw_texts[i], "text": masked[i],
+            "content_hash": hashes[i], "cluster_id": clusters[k], "n_tokens": int(prep.n_tokens[pos_in_first[i]]),
             "n_sentences": int(prep.n_sentences[pos_in_first[i]]), "meta": meta[i] or None,
             "minhash": prep.sigs[pos_in_first[i]].tobytes(),
-        } for i in new_pos]
+        } for k, i in enumerate(new_pos)]
         with timer("db_write"):
-            ids, inserted = docs_store.insert_documents(conn, rows_doc)
-            existing.update(ids)
-        new_ids = np.array([existing[hashes[i]] for i in new_pos], dtype=np.int64)
-        new_sigs = (prep.sigs[[pos_in_first[i] for i in new_pos]] if new_pos
-                    else np.empty((0, prep.sigs.shape[1] if prep.sigs.ndim == 2 else 0), dtype=np.uint32))
-        with timer("near_dup"):
-            clusters = index.assign(new_ids, new_sigs) if len(new_ids) else np.empty(0, dtype=np.int64)
-        joined = clusters != new_ids
-        new_set = set(new_pos)
-        with timer("db_write"):
-            docs_store.set_clusters(conn, new_ids.tolist(), clusters.tolist())
+            ids_by_hash, inserted = docs_store.insert_documents(conn, rows_doc)
+            if plan is not None and inserted < len(rows_doc):
+                _adopt_concurrent(conn, plan, new_ids, [hashes[i] for i in new_pos], ids_by_hash)
+            existing.update(ids_by_hash)
+            new_set = set(new_pos)
+            occ_ids = docs_store.reserve_ids(conn, "occurrences", len(live))
             occ_rows = [{
-                "source_id": source_id, "row_number": row_nums[i], "document_id": existing[hashes[i]],
-                "external_id": _none_if_blank(ext[i]), "group_key": _none_if_blank(grp[i]),
+                "id": occ_ids[k], "source_id": source_id, "row_number": row_nums[i],
+                "document_id": existing[hashes[i]], "external_id": ext[i], "group_key": grp[i],
                 "is_duplicate": i not in new_set, "run_id": run_id,
-            } for i in live]
-            occ_ids = docs_store.insert_occurrences(conn, occ_rows)
+            } for k, i in enumerate(live)]
+            occ_by_row = docs_store.insert_occurrences(conn, occ_rows)
             annotator = f"import:{source_name}"
             ann_rows = [{
                 "document_id": existing[hashes[i]], "annotator": annotator, "label": labels[i], "origin": "import",
-                "occurrence_id": occ_ids[row_nums[i]], "run_id": run_id,
-            } for i in live if labels[i] is not None and row_nums[i] in occ_ids]
+                "occurrence_id": occ_by_row[row_nums[i]], "run_id": run_id,
+            } for i in live if labels[i] is not None and row_nums[i] in occ_by_row]
             stats.labels_imported += docs_store.insert_import_annotations(conn, ann_rows)
             docs_store.insert_quarantine(conn, quarantine)
+    if plan is not None:
+        with timer("near_dup"):
+            index.commit(plan)
+        joined = plan.clusters != plan.doc_ids
+        stats.near_duplicates += int(joined.sum())
+        stats.joined_clusters.update(int(c) for c in plan.clusters[joined])
+        stats.near_duplicate_clusters = len(stats.joined_clusters)
     # A concurrent run may have stored some of these texts first: for this run they are duplicates.
     stats.stored += inserted
     stats.duplicates += len(live) - inserted + already
     stats.already_ingested += already + (n_quarantined - len(quarantine))
     stats.quarantined += n_quarantined
     stats.quarantine_reasons.update(reasons)
-    stats.near_duplicates += int(joined.sum())
-    stats.joined_clusters.update(int(c) for c in clusters[joined])
-    stats.near_duplicate_clusters = len(stats.joined_clusters)
     if not already:
         stats.pii_masked.update(prep.pii)
+
+
+def _adopt_concurrent(
+    conn: Any, plan: ClusterPlan, new_ids: list[int], new_hashes: list[str], ids_by_hash: dict[str, int]
+) -> None:
+    """Some reserved rows were not inserted: another writer stored those texts first (only possible when it does
+    not take `lock_domain_writes`). Their reserved ids never existed, so the batch's cluster ids that point at
+    them are moved to the real documents, in the plan and in the rows this run did write."""
+    mapping = {pid: ids_by_hash[h] for pid, h in zip(new_ids, new_hashes, strict=True) if ids_by_hash[h] != pid}
+    written = plan.clusters.copy()
+    plan.relabel(mapping)
+    ours = [k for k, pid in enumerate(new_ids) if pid not in mapping and plan.clusters[k] != written[k]]
+    docs_store.update_clusters(conn, [new_ids[k] for k in ours], [int(plan.clusters[k]) for k in ours])

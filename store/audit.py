@@ -9,10 +9,10 @@ what lets a later run, an export or a person ask how a label's standing changed.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
-from sqlalchemy import and_, bindparam, func, select, update
+from sqlalchemy import Table, and_, bindparam, func, select, update
 
 from store.engine import Store, insert_ignore
 from store.models import Annotation, Document, LabelIssue, Run
@@ -48,7 +48,7 @@ def record_issues(store: Store, rows: Sequence[dict[str, Any]]) -> int:
     with store.connect() as conn:
         for part in (plain, rich):
             if part:
-                n += insert_ignore(conn, LabelIssue.__table__, part,  # type: ignore[arg-type]
+                n += insert_ignore(conn, cast(Table, LabelIssue.__table__), part,
                                    conflict=["run_id", "document_id"])
     return n
 
@@ -153,10 +153,10 @@ def set_review_outcomes(store: Store, rows: Sequence[dict[str, Any]]) -> int:
     """Rows with id, review_status, reviewed_label."""
     if not rows:
         return 0
-    li = LabelIssue.__table__
+    li = cast(Table, LabelIssue.__table__)
     params = [{"b_id": int(r["id"]), "v_status": r["review_status"], "v_label": r["reviewed_label"]} for r in rows]
     with store.connect() as conn:
-        conn.execute(update(li).where(li.c.id == bindparam("b_id"))  # type: ignore[arg-type]
+        conn.execute(update(li).where(li.c.id == bindparam("b_id"))
                      .values(review_status=bindparam("v_status"), reviewed_label=bindparam("v_label")), params)
     return len(params)
 

@@ -6,12 +6,13 @@ exactly once; the database's unique constraints decide, not the Python process.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Connection, and_, bindparam, func, select, update
+from sqlalchemy import Connection, Table, and_, bindparam, func, select, text, update
 
 from curation.errors import InputError
 from store.engine import Store, insert_ignore
@@ -19,10 +20,13 @@ from store.models import Annotation, Document, Occurrence, Quarantine, Source, T
 
 __all__ = [
     "ensure_source",
+    "lock_domain_writes",
+    "reserve_ids",
     "recorded_rows",
     "lookup_hashes",
     "insert_documents",
     "set_clusters",
+    "update_clusters",
     "insert_occurrences",
     "insert_import_annotations",
     "insert_quarantine",
@@ -34,6 +38,8 @@ __all__ = [
 ]
 
 _IN_CHUNK = 5000
+_TABLES: dict[str, Table] = {"documents": Document.__table__, "occurrences": Occurrence.__table__}  # type: ignore[dict-item]
+_INGEST_LOCK = 7_201_002
 
 
 def ensure_source(store: Store, *, name: str, domain: str, path: str | None) -> int:
@@ -47,6 +53,38 @@ def ensure_source(store: Store, *, name: str, domain: str, path: str | None) -> 
             hint="pass --source with another name, or the same --domain as before",
         )
     return int(row.id)
+
+
+def lock_domain_writes(conn: Connection, domain: str) -> None:
+    """Make this transaction the only one writing documents of `domain` until it ends.
+
+    Why: the ingest reads what the store holds (hashes, recorded rows, the largest id) and then writes rows with
+    ids chosen from that; no other writer may come in between. SQLite transactions already hold the database's
+    write lock from their first statement (BEGIN IMMEDIATE); PostgreSQL takes a transaction-level advisory lock
+    per domain, released at commit or rollback (also when the process dies).
+    """
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:a, :b)"),
+                     {"a": _INGEST_LOCK, "b": zlib.crc32(domain.encode()) & 0x7FFFFFFF})
+
+
+def reserve_ids(conn: Connection, table: str, n: int) -> list[int]:
+    """`n` fresh primary-key values for `table` ("documents" or "occurrences"), in increasing order.
+
+    PostgreSQL takes them from the table's sequence (safe under any concurrency). SQLite continues after the
+    largest id, as SQLite itself would; call it under `lock_domain_writes` (the write lock) and insert the rows in
+    the same transaction.
+    """
+    if n <= 0:
+        return []
+    t = _TABLES[table]
+    if conn.dialect.name == "postgresql":
+        got = conn.execute(
+            text("SELECT nextval(pg_get_serial_sequence(:t, 'id')) FROM generate_series(1, :n)"), {"t": table, "n": n}
+        ).scalars()
+        return sorted(int(i) for i in got)
+    top = conn.execute(select(func.coalesce(func.max(t.c.id), 0))).scalar_one()
+    return list(range(int(top) + 1, int(top) + 1 + n))
 
 
 def recorded_rows(conn: Connection, source_id: int, lo: int, hi: int) -> set[int]:
@@ -81,6 +119,8 @@ def insert_documents(conn: Connection, rows: Sequence[dict[str, Any]]) -> tuple[
     if not rows:
         return {}, 0
     inserted = insert_ignore(conn, Document.__table__, rows, conflict=["domain", "content_hash"])
+    if inserted == len(rows) and "id" in rows[0]:  # ids from `reserve_ids`, every row in: nothing to read back
+        return {r["content_hash"]: int(r["id"]) for r in rows}, inserted
     return lookup_hashes(conn, rows[0]["domain"], (r["content_hash"] for r in rows)), inserted
 
 
@@ -92,7 +132,7 @@ def set_clusters(conn: Connection, doc_ids: Sequence[int], cluster_ids: Sequence
     """
     if not len(doc_ids):
         return
-    t = Document.__table__
+    t = _TABLES["documents"]
     ids = [int(d) for d in doc_ids]
     conn.execute(
         update(t).where(t.c.id.between(min(ids), max(ids)), t.c.cluster_id.is_(None)).values(cluster_id=t.c.id)
@@ -102,11 +142,24 @@ def set_clusters(conn: Connection, doc_ids: Sequence[int], cluster_ids: Sequence
         conn.execute(update(t).where(t.c.id == bindparam("b_id")).values(cluster_id=bindparam("b_cluster")), joined)
 
 
+def update_clusters(conn: Connection, doc_ids: Sequence[int], cluster_ids: Sequence[int]) -> None:
+    """Set the cluster id of the given documents (a few: the normal path writes it with the row)."""
+    pairs = [{"b_id": int(d), "b_cluster": int(c)} for d, c in zip(doc_ids, cluster_ids, strict=True)]
+    if pairs:
+        t = _TABLES["documents"]
+        conn.execute(update(t).where(t.c.id == bindparam("b_id")).values(cluster_id=bindparam("b_cluster")), pairs)
+
+
 def insert_occurrences(conn: Connection, rows: Sequence[dict[str, Any]]) -> dict[int, int]:
-    """Insert input-row occurrences; returns occurrence id per row number for the rows of this source."""
+    """Insert input-row occurrences; returns occurrence id per row number for the rows of this source.
+
+    Rows that carry their `id` (from `reserve_ids`) and all go in need no read-back.
+    """
     if not rows:
         return {}
-    insert_ignore(conn, Occurrence.__table__, rows, conflict=["source_id", "row_number"])
+    inserted = insert_ignore(conn, Occurrence.__table__, rows, conflict=["source_id", "row_number"])
+    if inserted == len(rows) and "id" in rows[0]:
+        return {int(r["row_number"]): int(r["id"]) for r in rows}
     source_id = rows[0]["source_id"]
     nums = [r["row_number"] for r in rows]
     got = conn.execute(
@@ -327,7 +380,7 @@ def store_status(store: Store) -> dict[str, Any]:
             ),
         }
     totals["unlabeled_documents"] = totals["documents"] - totals["labeled_documents"]
-    rows = []
+    rows: list[dict[str, Any]] = []
     for (src, dom), c in sorted(per.items()):
         docs = c.get("documents", 0)
         lab = c.get("labeled_documents", 0)

@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Connection, and_, bindparam, exists, func, insert, select, update
+from sqlalchemy import Connection, Table, and_, bindparam, exists, func, insert, select, update
 
 from store.engine import Store, insert_ignore
 from store.models import (
@@ -81,7 +81,7 @@ def upsert_project(
     label_config_hash: str | None,
 ) -> int:
     """The store's id (`project_ref`) of a Label Studio project, created or refreshed."""
-    t = LSProject.__table__
+    t = cast(Table, LSProject.__table__)
     values = {"title": title, "domain": domain, "kind": kind, "labels": list(labels) if labels is not None else None,
               "label_config_hash": label_config_hash}
     with store.connect() as conn:
@@ -280,7 +280,7 @@ def get_state(store: Store, project_ref: int, key: str) -> str | None:
 
 
 def set_state(conn: Connection, project_ref: int, key: str, value: str | None) -> None:
-    t = SyncState.__table__
+    t = cast(Table, SyncState.__table__)
     insert_ignore(conn, t, [{"project_ref": project_ref, "key": key, "value": value}], conflict=["project_ref", "key"])
     conn.execute(update(t).where(t.c.project_ref == project_ref, t.c.key == key)
                  .values(value=value, updated_at=datetime.now(UTC)))
@@ -319,8 +319,8 @@ def apply_pull_batch(
     now = datetime.now(UTC)
     stats = {"annotations_new": 0, "annotations_updated": 0, "annotations_deleted": 0, "annotations_unchanged": 0,
              "tasks_unknown": 0, "tasks_recorded": 0}
-    a = Annotation.__table__
-    h = AnnotationHistory.__table__
+    a = cast(Table, Annotation.__table__)
+    h = cast(Table, AnnotationHistory.__table__)
     with store.connect() as conn:
         task_ids = [int(t["ls_task_id"]) for t in tasks]
         doc_of: dict[int, int] = {}

@@ -36,14 +36,14 @@ def mark_dead_runs(store: Store) -> int:
     """
     with store.session() as s:
         stale = [
-            r for r in s.scalars(select(Run).where(Run.status == "running"))
+            (r, r.params["_pid"]) for r in s.scalars(select(Run).where(Run.status == "running"))
             if isinstance(r.params, dict) and r.params.get("_host") == _HOST
             and isinstance(r.params.get("_pid"), int) and r.params["_pid"] != os.getpid()
             and not pid_alive(r.params["_pid"])
         ]
-        for r in stale:
+        for r, pid in stale:
             r.status = "interrupted"
-            r.error = f"process {r.params['_pid']} ended before the run finished"
+            r.error = f"process {pid} ended before the run finished"
             r.finished_at = datetime.now(UTC)
         return len(stale)
 

@@ -184,16 +184,56 @@ def test_config_check(tmp_path: Path) -> None:
 
 
 def test_chunked_ingest_matches_single_chunk(tmp_path: Path) -> None:
-    """Chunk boundaries change nothing: the same documents, duplicates and clusters."""
+    """Chunk boundaries and worker processes change nothing: the same documents, duplicates and clusters."""
     results = []
-    for chunk in (100, 50_000):
-        s = open_store(f"sqlite:///{tmp_path / f'c{chunk}.db'}")
-        cfg = Config.model_validate({"ingest": {"chunk_rows": chunk}})
+    for chunk, workers in ((100, 0), (50_000, 0), (100, 1), (100, 2)):
+        s = open_store(f"sqlite:///{tmp_path / f'c{chunk}_{workers}.db'}")
+        cfg = Config.model_validate({"ingest": {"chunk_rows": chunk, "workers": workers}})
         r = ingest_files(s, [CS], domain="customer_service", config=cfg, **CS_ARGS)
-        frame = documents_frame(s, columns=("content_hash", "cluster_id", "id"))
+        assert r["workers"] == workers
+        frame = documents_frame(s, columns=("content_hash", "cluster_id", "id", "text"))
         partition = sorted(sorted(g) for g in frame.groupby("cluster_id")["content_hash"].apply(list))
-        results.append((r["stored"], r["duplicates"], r["quarantined"], partition))
-    assert results[0] == results[1]
+        results.append((r["stored"], r["duplicates"], r["quarantined"], r["pii_masked"], partition,
+                        sorted(frame["text"]), len(annotations_frame(s))))
+    assert all(res == results[0] for res in results[1:])
+
+
+def test_clusters_survive_a_writer_that_came_first(store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A text stored by another writer between this run's look-up and its insert (possible only for a writer that
+    skips the domain lock) is a duplicate, and cluster ids never point at the ids that were reserved for it."""
+    import store.documents as ds
+
+    base = ("I was charged twice for the same purchase at the grocery store yesterday evening and I would like "
+            "to get one of the two payments refunded to my account as soon as possible please")
+    first = tmp_path / "first.csv"
+    pd.DataFrame({"text": [base, "What exchange rate do you use when I pay in euros abroad?"]}).to_csv(first,
+                                                                                                   index=False)
+    ingest_files(store, [first], domain="customer_service")
+    before = documents_frame(store, columns=("id", "text", "cluster_id"))
+    base_id = int(before.loc[before["text"] == base, "id"].iloc[0])
+
+    # This run neither loads the stored signatures nor sees the stored hashes before its insert.
+    monkeypatch.setattr(ds, "iter_signatures", lambda *a, **k: iter(()))
+    real_lookup = ds.lookup_hashes
+    calls = {"n": 0}
+
+    def blind_first(conn, domain, hashes):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        return {} if calls["n"] == 1 else real_lookup(conn, domain, hashes)
+
+    monkeypatch.setattr(ds, "lookup_hashes", blind_first)
+    second = tmp_path / "second.csv"
+    near = base.replace("yesterday", "last")
+    pd.DataFrame({"text": [base, near, "Is there a fee for topping up by bank transfer?"]}).to_csv(second,
+                                                                                                 index=False)
+    r = ingest_files(store, [second], domain="customer_service")
+    assert calls["n"] >= 2  # the insert found the conflict and read the real ids back
+    assert r["stored"] == 2 and r["duplicates"] == 1 and _balanced(r)
+    after = documents_frame(store, columns=("id", "text", "cluster_id")).set_index("text")
+    assert len(after) == 4
+    assert set(after["cluster_id"]) <= set(after["id"])  # every cluster id is a stored document
+    assert after.loc[near, "cluster_id"] == base_id
+    assert after.loc[base, "id"] == base_id
 
 
 @pytest.mark.slow

@@ -154,6 +154,20 @@ def test_fast_paths_give_the_same_answers():
     tricky = ["Inc.! Wow", "Apple Inc.!? The", "wow?!", "a ! b", "x.?", 'He said "no!" Then left.']
     for t in texts + tricky:
         assert fast.tokenize(t) == vanilla.tokenize(t), t
+        assert fast.sentences(t) == vanilla.tokenize(t), t
+
+
+_PIECES = ["Inc.", "Corp.", "U.S.", "e.g.", "He", "said", "it", "sold", "5.2%", "$AAPL", "(a.)", '"Hi."', "Yes!",
+           "no?!", "wow...", "--", "'", ")", "]", "\u201d", "\u00bb", ".", "!", "?", "The", "the", "x"]
+
+
+@given(st.lists(st.sampled_from(_PIECES), max_size=25),
+       st.lists(st.sampled_from([" ", "  ", "\t", " \x0b", "", "\x0c "]), max_size=25))
+@settings(max_examples=400, deadline=None)
+def test_inlined_punkt_equals_nltk_on_generated_text(pieces: list[str], gaps: list[str]) -> None:
+    text = "".join(p + (gaps[i] if i < len(gaps) else " ") for i, p in enumerate(pieces))
+    params = default_splitter()._punkt._params
+    assert SentenceSplitter(params)._punkt.sentences(text) == PunktSentenceTokenizer(params).tokenize(text)
 
 
 def test_splitter_survives_pickling_for_worker_processes():

@@ -175,7 +175,7 @@ def config_check(config: ConfigOpt = None, db: DbOpt = None, json_out: JsonOpt =
     ctx = make_context(db, config)
     from store.engine import redact_url
 
-    result = {
+    result: dict[str, Any] = {
         "valid": True,
         "config": str(ctx.config.path) if ctx.config.path else None,
         "store": redact_url(ctx.db_url),
