@@ -151,10 +151,39 @@ def test_fast_paths_give_the_same_answers():
     params = splitter._punkt._params
     vanilla = PunktSentenceTokenizer(params)
     fast = SentenceSplitter(params)._punkt
-    tricky = ["Inc.! Wow", "Apple Inc.!? The", "wow?!", "a ! b", "x.?", 'He said "no!" Then left.']
+    tricky = ["Inc.! Wow", "Apple Inc.!? The", "wow?!", "a ! b", "x.?", 'He said "no!" Then left.', "Inc. Inc. !Inc. ",
+              "a!b. Next", "no?) Then", "x ?. y"]
     for t in texts + tricky:
         assert fast.tokenize(t) == vanilla.tokenize(t), t
         assert fast.sentences(t) == vanilla.tokenize(t), t
+
+
+def _reference_split(splitter: SentenceSplitter, text: str) -> list[str]:
+    """The splitting rules written plainly: NLTK's own Punkt, regex line handling, words checked on merged text."""
+    vanilla = PunktSentenceTokenizer(splitter._punkt._params)
+    if not text.strip():
+        return []
+    if not tk._CANDIDATE.search(text):  # no sentence end followed by more text: one sentence, Punkt not asked
+        return [text.strip()]
+    joined = tk._SOFT_BREAK.sub(" ", text.strip())
+    out: list[str] = []
+    for line in (x for x in tk._HARD_BREAK.split(joined) if x):
+        for sent in vanilla.tokenize(line):
+            if out and not all(tk._WORD_CHAR.search(tk._NOT_CONTENT.sub("", x)) for x in (sent, out[-1])):
+                out[-1] = f"{out[-1]} {sent}"
+            else:
+                out.append(sent)
+    return out
+
+
+@pytest.mark.integration
+def test_split_equals_the_plain_rules_on_real_texts():
+    texts = _real_texts()
+    texts += [f"{a} {b}" for a, b in zip(texts[::7], texts[3::7], strict=False)]  # two texts joined, as in merges
+    texts += ["never again!! #fail @united", "Great.\n#win http://x.co/a", "ok. <URL> $AAPL. Then we left."]
+    splitter = train_sentence_splitter(texts[:4000])
+    for t in texts:
+        assert splitter.split(t) == _reference_split(splitter, t), t
 
 
 _PIECES = ["Inc.", "Corp.", "U.S.", "e.g.", "He", "said", "it", "sold", "5.2%", "$AAPL", "(a.)", '"Hi."', "Yes!",
