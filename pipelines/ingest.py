@@ -107,16 +107,20 @@ class _Timer:
 _AUTO_WORKER_BYTES = 16 * 2**20
 
 
-def _workers(setting: int | None, files: Sequence[Path]) -> int:
+def _workers(setting: int | None, files: Sequence[Path], *, auto: bool) -> int:
     """Worker processes for the CPU stages (cleaning to MinHash); 0 runs them in this process.
 
-    Automatic (`[ingest] workers` unset): one worker when the machine has two or more cores and the input is
-    large (>= 16 MB), so cleaning the next chunk overlaps with writing this one; small inputs stay in-process
-    (a worker's start-up, spaCy's import, costs about a second). More than one worker only pays with more cores
-    than two: this process (reading, near-duplicates, database writes) needs one of its own.
+    `[ingest] workers` unset: with `auto` (the `curate ingest` command), one worker when the machine has two or
+    more cores and the input is large (>= 16 MB), so cleaning the next chunk overlaps with writing this one; small
+    inputs stay in-process (a worker's start-up, spaCy's import, costs about a second). Without `auto` (a library
+    call), in-process: worker processes start by importing the caller's main module, which a script without an
+    `if __name__ == "__main__":` guard cannot survive. More than one worker only pays with more cores than two:
+    this process (reading, near-duplicates, database writes) needs one of its own.
     """
     if setting is not None:
         return setting
+    if not auto:
+        return 0
     size = sum(f.stat().st_size for f in files)
     return 1 if (os.cpu_count() or 1) >= 2 and size >= _AUTO_WORKER_BYTES else 0
 
@@ -133,8 +137,12 @@ def ingest_files(
     group_column: str | None = None,
     source: str | None = None,
     on_progress: Callable[[int], None] | None = None,
+    auto_workers: bool = False,
 ) -> dict[str, Any]:
     """Ingest files into the store; returns the summary (see `IngestStats.as_dict`).
+
+    `auto_workers`: choose worker processes by input size and cores when `[ingest] workers` is unset (see
+    `_workers`); the CLI sets it.
 
     All files and columns are checked before anything is written: a missing file or unknown column is an
     `InputError` and the store is untouched. Large inputs run the CPU stages (cleaning to MinHash) in worker
@@ -163,7 +171,7 @@ def ingest_files(
         "paths": [str(f.resolve()) for f in files], "domain": domain, "text_column": text_column,
         "label_column": label_column, "id_column": id_column, "group_column": group_column, "source": source,
     })
-    workers = _workers(config.ingest.workers, files)
+    workers = _workers(config.ingest.workers, files, auto=auto_workers)
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) if workers else None
     try:
         params = MinHashParams(

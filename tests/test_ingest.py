@@ -314,3 +314,19 @@ def test_example_config_is_valid_and_complete() -> None:
             continue
         for key in model.model_fields:  # type: ignore[union-attr]
             assert key in data.get(section, {}) or f"# {key} = " in text, f"{section}.{key}"
+
+
+def test_worker_count_choice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipelines import ingest as ing
+
+    small, big = tmp_path / "small.csv", tmp_path / "big.csv"
+    small.write_text("text\nhello\n")
+    with big.open("wb") as fh:  # sparse: the size counts, not the content
+        fh.truncate(ing._AUTO_WORKER_BYTES)
+    monkeypatch.setattr(ing.os, "cpu_count", lambda: 2)
+    assert ing._workers(None, [big], auto=True) == 1
+    assert ing._workers(None, [small], auto=True) == 0
+    assert ing._workers(None, [big], auto=False) == 0  # library calls stay in-process
+    assert ing._workers(3, [small], auto=False) == 3  # an explicit setting always wins
+    monkeypatch.setattr(ing.os, "cpu_count", lambda: 1)
+    assert ing._workers(None, [big], auto=True) == 0

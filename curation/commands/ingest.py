@@ -56,7 +56,7 @@ def ingest(
         result = ingest_files(
             ctx.store, paths, domain=domain, config=ctx.config, text_column=text_column,
             label_column=label_column, id_column=id_column, group_column=group_column, source=source,
-            on_progress=lambda n: prog.advance(task, n),
+            on_progress=lambda n: prog.advance(task, n), auto_workers=True,
         )
     emit(result, as_json=json_out, render=lambda: render_ingest_summary(result, store_url=ctx.store.display_url))
 
