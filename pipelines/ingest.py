@@ -371,19 +371,22 @@ def _store_batch(
         with timer("db_write"):
             new_ids = docs_store.reserve_ids(conn, "documents", len(new_pos))
         clusters: list[int] = []
+        first_rows = [pos_in_first[i] for i in new_pos]
+        new_sigs = prep.sigs[first_rows]
         if new_pos:
             with timer("near_dup"):
-                plan = index.plan(np.asarray(new_ids, dtype=np.int64),
-                                  prep.sigs[[pos_in_first[i] for i in new_pos]])
+                plan = index.plan(np.asarray(new_ids, dtype=np.int64), new_sigs)
             clusters = plan.clusters.tolist()
-        rows_doc = [{
-            "id": new_ids[k], "domain": domain, "source_id": source_id, "run_id": run_id, "row_number": row_nums[i],
-            "external_id": ext[i], "group_key": grp[i], "raw_text": raw_texts[i], "text": masked[i],
-            "content_hash": hashes[i], "cluster_id": clusters[k], "n_tokens": int(prep.n_tokens[pos_in_first[i]]),
-            "n_sentences": int(prep.n_sentences[pos_in_first[i]]), "meta": meta[i] or None,
-            "minhash": prep.sigs[pos_in_first[i]].tobytes(),
-        } for k, i in enumerate(new_pos)]
         with timer("db_write"):
+            width = new_sigs.shape[1] * new_sigs.itemsize if new_sigs.ndim == 2 else 0
+            blob = new_sigs.tobytes()
+            rows_doc = [{
+                "id": new_ids[k], "domain": domain, "source_id": source_id, "run_id": run_id,
+                "row_number": row_nums[i], "external_id": ext[i], "group_key": grp[i], "raw_text": raw_texts[i],
+                "text": masked[i], "content_hash": hashes[i], "cluster_id": clusters[k],
+                "n_tokens": prep.n_tokens[j], "n_sentences": prep.n_sentences[j], "meta": meta[i] or None,
+                "minhash": blob[k * width : (k + 1) * width],
+            } for k, (i, j) in enumerate(zip(new_pos, first_rows, strict=True))]
             ids_by_hash, inserted = docs_store.insert_documents(conn, rows_doc)
             if plan is not None and inserted < len(rows_doc):
                 _adopt_concurrent(conn, plan, new_ids, [hashes[i] for i in new_pos], ids_by_hash)
