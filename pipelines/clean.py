@@ -116,6 +116,9 @@ _DEDUP_ASCII = re.compile(
     r"|[^\W_]+"
 )
 _DEDUP_ANY = re.compile(_DEDUP_ASCII.pattern + r"|[^\w\s]")
+# Without a digit, "$" or "<" only the last alternative of _DEDUP_ASCII can match: the same tokens, faster.
+_DEDUP_WORDS = re.compile(r"[^\W_]+")
+_DEDUP_SPECIAL = re.compile(r"[\d$<]")
 
 
 def _check_domain(domain: str) -> None:
@@ -244,7 +247,7 @@ def _dedup_key(text: str) -> str:
     if "'" in s or "\u2019" in s or "\u02bc" in s:
         s = _APOSTROPHE.sub("", s)
     if s.isascii():
-        return " ".join(_DEDUP_ASCII.findall(s))
+        return " ".join((_DEDUP_ASCII if _DEDUP_SPECIAL.search(s) else _DEDUP_WORDS).findall(s))
     return " ".join(
         tok
         for tok in _DEDUP_ANY.findall(s)
