@@ -333,3 +333,12 @@ def test_financial_numbers_and_tickers_are_kept() -> None:
     ]
     assert changed == []
     assert sum("$" in t for t in cleaned) > 500
+
+
+@given(st.text(alphabet=st.characters(max_codepoint=127), max_size=80))
+@settings(max_examples=500)
+def test_dedup_word_fast_path_matches_the_full_pattern(s: str) -> None:
+    from pipelines import clean as c
+
+    if not c._DEDUP_SPECIAL.search(s):
+        assert c._DEDUP_WORDS.findall(s) == c._DEDUP_ASCII.findall(s)
