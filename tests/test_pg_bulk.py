@@ -1,0 +1,202 @@
+"""The bulk path `store.engine.insert_ignore` with batches big enough for PostgreSQL's COPY (>= 2000 rows).
+
+On PostgreSQL a batch goes by COPY straight into the table when no row collides, and through a temporary table and
+INSERT ... ON CONFLICT DO NOTHING when one does; these tests pin what both must give: collisions skipped (never an
+error, never a duplicate), the count of rows really inserted, JSON stored as JSON, client-side defaults, the caller's
+transaction left usable. Each test runs on SQLite and PostgreSQL (`db_url`).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select, text
+
+from store.engine import Store, insert_ignore, open_store
+from store.models import Document, Occurrence, Source
+
+N = 3000
+
+
+def _source(store: Store, name: str = "bulk") -> int:
+    with store.connect() as conn:
+        insert_ignore(conn, Source.__table__, [{"name": name, "domain": "d", "path": None}], conflict=["name"])
+        return int(conn.execute(select(Source.id).where(Source.name == name)).scalar_one())
+
+
+def _docs(source_id: int, keys: range | list[int], domain: str = "d") -> list[dict[str, Any]]:
+    return [{"domain": domain, "source_id": source_id, "row_number": k, "external_id": f"e{k}", "group_key": None,
+             "raw_text": f"text {k}", "text": f"text {k}", "content_hash": f"{k:040d}",
+             "meta": {"k": k, "tags": ["a", "ü"], "nested": {"x": [1, 2.5, None, True]}},
+             "minhash": bytes([k % 256]) * 256} for k in keys]
+
+
+def _count(store: Store, domain: str = "d") -> int:
+    with store.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(Document).where(Document.domain == domain))
+                   .scalar_one())
+
+
+def _insert(store: Store, rows: list[dict[str, Any]]) -> int:
+    with store.connect() as conn:
+        return insert_ignore(conn, Document.__table__, rows, conflict=["domain", "content_hash"])
+
+
+@pytest.fixture
+def bulk_store(db_url: str):  # type: ignore[no-untyped-def]
+    s = open_store(db_url)
+    yield s
+    s.close()
+
+
+def test_collisions_skipped_and_counted(bulk_store: Store) -> None:
+    sid = _source(bulk_store)
+    assert _insert(bulk_store, _docs(sid, range(N))) == N
+    assert _insert(bulk_store, _docs(sid, range(N))) == 0  # a re-run: every row collides
+    # Half old, half new, interleaved.
+    assert _insert(bulk_store, _docs(sid, range(N // 2, N + N // 2))) == N // 2
+    # New rows with a single stored one late in the batch (one a sample of the keys will not hit): the COPY meets
+    # the collision only at its end, and the batch still stores exactly the new rows.
+    late = list(range(10 * N, 11 * N))
+    late[-2] = 7
+    assert _insert(bulk_store, _docs(sid, late)) == N - 1
+    # Twice the same key inside one batch: stored once.
+    twice = list(range(20 * N, 21 * N))
+    twice[100] = twice[2500]
+    assert _insert(bulk_store, _docs(sid, twice)) == N - 1
+    total = N + N // 2 + (N - 1) + (N - 1)
+    assert _count(bulk_store) == total
+    with bulk_store.connect() as conn:
+        distinct = conn.execute(select(func.count(func.distinct(Document.content_hash)))).scalar_one()
+        assert distinct == total
+
+
+def test_collision_in_a_middle_part_keeps_row_order(bulk_store: Store) -> None:
+    """Big batches are copied in parts; a part that collides goes through ON CONFLICT before the next part."""
+    sid = _source(bulk_store)
+    n = 25_000
+    assert _insert(bulk_store, _docs(sid, [7])) == 1
+    keys = list(range(100, 100 + n))
+    keys[15_000] = 7
+    assert _insert(bulk_store, _docs(sid, keys)) == n - 1
+    with bulk_store.connect() as conn:
+        order = [r for (r,) in conn.execute(select(Document.row_number).order_by(Document.id))]
+    assert order == [7] + [k for k in keys if k != 7]  # ids follow the rows' order
+
+
+def test_json_defaults_and_missing_keys_round_trip(bulk_store: Store) -> None:
+    sid = _source(bulk_store)
+    rows = _docs(sid, range(N))
+    when = datetime(2024, 5, 17, 12, 30, tzinfo=UTC)
+    meta0: dict[str, Any] = {"quote": 'a "b" \\ c\n', "emoji": "é😀"}
+    if bulk_store.dialect == "postgresql":
+        meta0["when"] = when  # COPY's JSON encoding stores what it cannot encode as its str() (default=str)
+    rows[0]["meta"] = meta0
+    rows[1]["meta"] = None  # SQL NULL, not JSON null
+    rows[2]["meta"] = ["a", 1]
+    rows[3]["meta"] = "plain string"  # a JSON string
+    for r in rows:
+        del r["external_id"]  # not given at all: NULL
+        r.pop("n_tokens", None)  # client-side default 0
+    del rows[5]["group_key"]  # missing in a later row only: NULL
+    rows[6]["group_key"] = "g"
+    assert _insert(bulk_store, rows) == N
+    with bulk_store.connect() as conn:
+        got = {r.row_number: r for r in conn.execute(
+            select(Document.row_number, Document.meta, Document.minhash, Document.external_id, Document.group_key,
+                   Document.n_tokens, Document.n_sentences, Document.created_at).where(Document.source_id == sid)
+        )}
+        if bulk_store.dialect == "postgresql":
+            kinds = dict(conn.execute(text(
+                "SELECT row_number, jsonb_typeof(meta) FROM documents WHERE row_number < 4 ORDER BY row_number"
+            )).all())
+            assert kinds == {0: "object", 1: None, 2: "array", 3: "string"}
+    assert len(got) == N
+    assert got[0].meta == {**meta0, **({"when": str(when)} if "when" in meta0 else {})}
+    assert got[1].meta is None
+    assert got[2].meta == ["a", 1]
+    assert got[3].meta == "plain string"
+    assert got[2999].meta == {"k": 2999, "tags": ["a", "ü"], "nested": {"x": [1, 2.5, None, True]}}
+    assert got[42].minhash == bytes([42]) * 256
+    assert all(r.external_id is None and r.n_tokens == 0 and r.n_sentences == 0 for r in got.values())
+    assert got[5].group_key is None and got[6].group_key == "g"
+    assert all(r.created_at is not None for r in got.values())  # the server default
+
+
+def test_values_binary_copy_cannot_take_go_as_before(bulk_store: Store) -> None:
+    sid = _source(bulk_store)
+    rows = _docs(sid, range(N))
+    rows[-1]["external_id"] = 12345  # an int for a string column: stored as its text
+    assert _insert(bulk_store, rows) == N
+    with bulk_store.connect() as conn:
+        assert conn.execute(select(Document.external_id).where(Document.row_number == N - 1)).scalar_one() == "12345"
+    occ = [{"source_id": sid, "row_number": i, "document_id": 1, "is_duplicate": i % 2 == 0} for i in range(N)]
+    with bulk_store.connect() as conn:
+        first = conn.execute(select(func.min(Document.id))).scalar_one()
+        for o in occ:
+            o["document_id"] = first
+        assert insert_ignore(conn, Occurrence.__table__, occ, conflict=["source_id", "row_number"]) == N
+        assert insert_ignore(conn, Occurrence.__table__, occ, conflict=["source_id", "row_number"]) == 0
+        dup = conn.execute(select(func.count()).select_from(Occurrence).where(Occurrence.is_duplicate)).scalar_one()
+    assert dup == N // 2
+    if bulk_store.dialect == "postgresql":
+        bad = _docs(sid, range(N, 2 * N))
+        bad[-1]["row_number"] = 2**40  # out of int4's range: an error, never a silently wrapped number
+        with pytest.raises(Exception, match="out of range"):
+            _insert(bulk_store, bad)
+        assert _count(bulk_store) == N
+
+
+def test_runs_inside_the_callers_transaction(bulk_store: Store) -> None:
+    sid = _source(bulk_store)
+    with bulk_store.connect() as conn:
+        assert insert_ignore(conn, Document.__table__, _docs(sid, range(N)), conflict=["domain", "content_hash"]) == N
+    with pytest.raises(RuntimeError), bulk_store.connect() as conn:
+        late = list(range(N, 2 * N))
+        late[-2] = 3  # collides: the batch falls back to ON CONFLICT inside this transaction
+        assert insert_ignore(conn, Document.__table__, _docs(sid, late), conflict=["domain", "content_hash"]) == N - 1
+        # the transaction is still usable after the fallback, and sees its own rows
+        assert conn.execute(select(func.count()).select_from(Document)).scalar_one() == 2 * N - 1
+        raise RuntimeError("caller fails: nothing of this transaction may stay")
+    assert _count(bulk_store) == N
+
+
+def test_concurrent_bulk_loads_store_each_row_once(bulk_store: Store) -> None:
+    """A second transaction loading overlapping rows waits for the first and then skips what it stored."""
+    sid = _source(bulk_store)
+    counts: dict[str, int] = {}
+    started = threading.Event()
+
+    def second() -> None:
+        if started.wait(timeout=60):
+            counts["b"] = _insert(bulk_store, _docs(sid, range(N // 2, N + N // 2)))
+
+    t = threading.Thread(target=second, daemon=True)
+    t.start()
+    try:
+        with bulk_store.connect() as conn:
+            counts["a"] = insert_ignore(conn, Document.__table__, _docs(sid, range(N)),
+                                        conflict=["domain", "content_hash"])
+            started.set()
+            time.sleep(0.5)  # the second one now waits on these uncommitted rows (PostgreSQL) or the lock (SQLite)
+    finally:
+        started.set()
+        t.join(timeout=60)
+    assert counts == {"a": N, "b": N // 2}
+    assert _count(bulk_store) == N + N // 2
+
+
+def test_autocommit_connection(bulk_store: Store) -> None:
+    sid = _source(bulk_store)
+    if bulk_store.dialect != "postgresql":
+        pytest.skip("autocommit connections are a PostgreSQL matter here")
+    with bulk_store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        assert insert_ignore(conn, Document.__table__, _docs(sid, range(N)), conflict=["domain", "content_hash"]) == N
+        late = list(range(N, 2 * N))
+        late[-2] = 3
+        assert insert_ignore(conn, Document.__table__, _docs(sid, late), conflict=["domain", "content_hash"]) == N - 1
+    assert _count(bulk_store) == 2 * N - 1
