@@ -18,7 +18,49 @@ from itertools import islice
 from typing import Any
 
 import numpy as np
-from nltk.tokenize.punkt import PunktParameters, PunktSentenceTokenizer, PunktTrainer
+
+
+def _import_punkt() -> Any:
+    """NLTK's Punkt module, imported without running NLTK's package `__init__` until someone needs it.
+
+    Why: `import nltk` imports most of NLTK, SciPy and scikit-learn (about a second and 150 MB per process, and an
+    ingest worker is a second process), while Punkt needs none of that. `nltk` is registered as a bare package
+    whose first access to anything else (`nltk.word_tokenize`, `nltk.FreqDist`) runs the real `__init__` into it,
+    so code that imports nltk later in the same process sees the whole package. Where nltk is already imported,
+    nothing changes.
+    """
+    import importlib
+    import importlib.metadata
+    import importlib.util
+    import sys
+    import types
+
+    if "nltk" not in sys.modules:
+        spec = importlib.util.find_spec("nltk")
+        if spec is not None and spec.origin and spec.submodule_search_locations is not None:
+            stub = types.ModuleType("nltk")
+            stub.__path__ = list(spec.submodule_search_locations)
+            stub.__spec__, stub.__file__ = spec, spec.origin
+            stub.__version__ = importlib.metadata.version("nltk")  # type: ignore[attr-defined]
+            origin = spec.origin
+
+            def complete(name: str) -> Any:
+                if name.startswith("__"):
+                    raise AttributeError(name)
+                if importlib.util.find_spec(f"nltk.{name}") is not None:  # a submodule: import just that
+                    return importlib.import_module(f"nltk.{name}")
+                del stub.__getattr__  # type: ignore[attr-defined]
+                with open(origin, encoding="utf-8") as fh:
+                    exec(compile(fh.read(), origin, "exec"), stub.__dict__)  # noqa: S102 - NLTK's own __init__
+                return getattr(stub, name)
+
+            stub.__getattr__ = complete  # type: ignore[method-assign]
+            sys.modules["nltk"] = stub
+    return importlib.import_module("nltk.tokenize.punkt")
+
+
+_import_punkt()
+from nltk.tokenize.punkt import PunktParameters, PunktSentenceTokenizer, PunktTrainer  # noqa: E402
 
 __all__ = [
     "DEFAULT_ABBREVIATIONS",

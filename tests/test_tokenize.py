@@ -205,3 +205,19 @@ def test_splitter_survives_pickling_for_worker_processes():
     copy = pickle.loads(pickle.dumps(splitter))
     assert copy.abbreviations == splitter.abbreviations
     assert copy.split(EXAMPLE) == splitter.split(EXAMPLE)
+
+
+def test_punkt_import_leaves_the_rest_of_nltk_lazy_but_whole() -> None:
+    """Importing the tokenizer module skips NLTK's heavy package import, and later NLTK users still get all of it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; import pipelines.tokenize as t; "
+        "assert 'scipy' not in sys.modules and 'sklearn' not in sys.modules, 'nltk imported its dependencies'; "
+        "assert t.default_splitter().count(['Apple Inc. rose. Shares fell.']) == [2]; "
+        "import nltk; assert nltk.FreqDist(['a', 'a', 'b'])['a'] == 2; "
+        "from nltk.tokenize import TreebankWordTokenizer as T; assert T().tokenize('a b.') == ['a', 'b', '.']; "
+        "assert nltk.__version__"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
