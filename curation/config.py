@@ -77,7 +77,7 @@ class PIIConfig(_Strict):
 
 
 class IngestConfig(_Strict):
-    chunk_rows: int = Field(50_000, ge=100)
+    chunk_rows: int = Field(25_000, ge=100)
     max_chars: int = Field(20_000, ge=10)
     near_duplicate_threshold: float = Field(0.8, gt=0, le=1)
     shingle_size: int = Field(1, ge=1, le=5)
