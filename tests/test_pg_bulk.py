@@ -190,13 +190,17 @@ def test_concurrent_bulk_loads_store_each_row_once(bulk_store: Store) -> None:
     assert _count(bulk_store) == N + N // 2
 
 
-def test_autocommit_connection(bulk_store: Store) -> None:
+@pytest.mark.integration
+def test_autocommit_connection_postgresql(pg_database: str) -> None:
+    """Autocommit has no transaction to take savepoints in (a PostgreSQL matter: SQLite's path takes none)."""
+    from tests.conftest import _fresh_pg_schema
+
+    bulk_store = open_store(_fresh_pg_schema(pg_database))
     sid = _source(bulk_store)
-    if bulk_store.dialect != "postgresql":
-        pytest.skip("autocommit connections are a PostgreSQL matter here")
     with bulk_store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         assert insert_ignore(conn, Document.__table__, _docs(sid, range(N)), conflict=["domain", "content_hash"]) == N
         late = list(range(N, 2 * N))
         late[-2] = 3
         assert insert_ignore(conn, Document.__table__, _docs(sid, late), conflict=["domain", "content_hash"]) == N - 1
     assert _count(bulk_store) == 2 * N - 1
+    bulk_store.close()
