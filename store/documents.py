@@ -137,9 +137,8 @@ def set_clusters(conn: Connection, doc_ids: Sequence[int], cluster_ids: Sequence
     conn.execute(
         update(t).where(t.c.id.between(min(ids), max(ids)), t.c.cluster_id.is_(None)).values(cluster_id=t.c.id)
     )
-    joined = [{"b_id": d, "b_cluster": int(c)} for d, c in zip(ids, cluster_ids, strict=True) if d != int(c)]
-    if joined:
-        conn.execute(update(t).where(t.c.id == bindparam("b_id")).values(cluster_id=bindparam("b_cluster")), joined)
+    joined = [(d, int(c)) for d, c in zip(ids, cluster_ids, strict=True) if d != int(c)]
+    update_clusters(conn, [d for d, _ in joined], [c for _, c in joined])
 
 
 def update_clusters(conn: Connection, doc_ids: Sequence[int], cluster_ids: Sequence[int]) -> None:
