@@ -204,3 +204,151 @@ def test_autocommit_connection_postgresql(pg_database: str) -> None:
         assert insert_ignore(conn, Document.__table__, _docs(sid, late), conflict=["domain", "content_hash"]) == N - 1
     assert _count(bulk_store) == 2 * N - 1
     bulk_store.close()
+
+
+def _occurrences(source_id: int, document_id: int, n: int = N) -> list[dict[str, Any]]:
+    return [{"source_id": source_id, "row_number": i, "document_id": document_id, "external_id": None,
+             "group_key": None, "is_duplicate": False, "run_id": None} for i in range(n)]
+
+
+def _first_doc(store: Store) -> int:
+    with store.connect() as conn:
+        return int(conn.execute(select(func.min(Document.id))).scalar_one())
+
+
+def test_foreign_keys_enforced_in_bulk(bulk_store: Store) -> None:
+    """A row pointing at a parent that does not exist fails the batch, with the server's own error; nothing stays."""
+    sid = _source(bulk_store)
+    assert _insert(bulk_store, _docs(sid, range(N))) == N
+    occ = _occurrences(sid, _first_doc(bulk_store))
+    occ[-3]["document_id"] = 10**12  # no such document
+    with pytest.raises(Exception, match=r"(?i)foreign key"), bulk_store.connect() as conn:
+        insert_ignore(conn, Occurrence.__table__, occ, conflict=["source_id", "row_number"])
+    occ[-3]["document_id"] = occ[0]["document_id"]
+    occ[5]["source_id"] = 10**12  # no such source: another foreign key of the same rows
+    with pytest.raises(Exception, match=r"(?i)foreign key"), bulk_store.connect() as conn:
+        insert_ignore(conn, Occurrence.__table__, occ, conflict=["source_id", "row_number"])
+    with bulk_store.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(Occurrence)).scalar_one() == 0
+
+
+@pytest.fixture
+def pg_bulk_store(pg_database: str):  # type: ignore[no-untyped-def]
+    from tests.conftest import _fresh_pg_schema
+
+    s = open_store(_fresh_pg_schema(pg_database))
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def lock_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many parent keys each set-wise foreign-key check locked (a spy: the real check runs)."""
+    import store.engine as engine
+
+    calls: list[int] = []
+    real = engine._pg_lock_parents
+
+    def spy(cur: Any, parents: list[tuple[str, str, list[int]]]) -> bool:
+        calls.append(sum(len(keys) for _, _, keys in parents))
+        return real(cur, parents)
+
+    monkeypatch.setattr(engine, "_pg_lock_parents", spy)
+    return calls
+
+
+@pytest.mark.integration
+def test_pg_set_wise_foreign_key_check_locks_parents(pg_bulk_store: Store, lock_calls: list[int]) -> None:
+    """With the right to set session_replication_role (here: a superuser), the COPY skips the per-row foreign-key
+    triggers and locks each distinct parent once, FOR KEY SHARE, as the triggers would: a concurrent delete of a
+    parent waits for this transaction."""
+    import psycopg
+
+    sid = _source(pg_bulk_store)
+    assert _insert(pg_bulk_store, _docs(sid, range(N))) == N
+    doc = _first_doc(pg_bulk_store)
+    lock_calls.clear()
+    raw_url = pg_bulk_store.engine.url.render_as_string(hide_password=False).replace("postgresql+psycopg", "postgresql")
+    with pg_bulk_store.connect() as conn:
+        assert insert_ignore(conn, Occurrence.__table__, _occurrences(sid, doc),
+                             conflict=["source_id", "row_number"]) == N
+        assert lock_calls and sum(lock_calls) == 2 * len(lock_calls)  # one source and one document per part
+        assert conn.exec_driver_sql("SELECT current_setting('session_replication_role')").scalar_one() == "origin"
+        with psycopg.connect(raw_url) as other:
+            other.execute("SET lock_timeout = '300ms'")
+            with pytest.raises(psycopg.errors.LockNotAvailable):
+                other.execute("DELETE FROM documents WHERE id = %s", (doc,))
+    with pg_bulk_store.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(Occurrence)).scalar_one() == N
+
+
+@pytest.mark.integration
+def test_pg_tables_with_own_triggers_keep_them(pg_bulk_store: Store, lock_calls: list[int]) -> None:
+    """Replica mode would silence a user's trigger too: a table with one takes the plain path."""
+    sid = _source(pg_bulk_store)
+    with pg_bulk_store.connect() as conn:
+        conn.exec_driver_sql("CREATE TABLE doc_audit (n int NOT NULL)")
+        conn.exec_driver_sql(
+            "CREATE FUNCTION count_doc() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN INSERT INTO doc_audit VALUES (1); RETURN NEW; END $$")
+        conn.exec_driver_sql(
+            "CREATE TRIGGER doc_audit AFTER INSERT ON documents FOR EACH ROW EXECUTE FUNCTION count_doc()")
+    assert _insert(pg_bulk_store, _docs(sid, range(N))) == N
+    assert lock_calls == []
+    with pg_bulk_store.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM doc_audit").scalar_one() == N
+
+
+@pytest.mark.integration
+def test_pg_role_without_the_right_uses_the_triggers(pg_bulk_store: Store, lock_calls: list[int]) -> None:
+    """A plain role takes the per-row triggers; granted SET on session_replication_role (PostgreSQL 15+) it takes the
+    set-wise check; granted that but not the right to lock parent rows, it falls back to the triggers."""
+    import uuid
+
+    sid = _source(pg_bulk_store)
+    assert _insert(pg_bulk_store, _docs(sid, range(N))) == N
+    doc = _first_doc(pg_bulk_store)
+    role = f"curate_bulk_{uuid.uuid4().hex[:8]}"
+    with pg_bulk_store.connect() as conn:
+        if conn.connection.driver_connection.info.server_version < 150000:  # type: ignore[union-attr]
+            pytest.skip("GRANT SET ON PARAMETER needs PostgreSQL 15")
+        schema = conn.exec_driver_sql("SELECT current_schema()").scalar_one()
+        conn.exec_driver_sql(f'CREATE ROLE "{role}" NOLOGIN')
+        conn.exec_driver_sql(f'GRANT USAGE ON SCHEMA "{schema}" TO "{role}"')
+        conn.exec_driver_sql(f'GRANT SELECT, INSERT ON ALL TABLES IN SCHEMA "{schema}" TO "{role}"')
+        conn.exec_driver_sql(f'GRANT USAGE ON ALL SEQUENCES IN SCHEMA "{schema}" TO "{role}"')
+
+    def load(first_row: int, *, bad: bool = False) -> int:
+        occ = _occurrences(sid, doc)
+        for o in occ:
+            o["row_number"] += first_row
+        if bad:
+            occ[7]["document_id"] = 10**12
+        with pg_bulk_store.connect() as conn:
+            conn.exec_driver_sql(f'SET LOCAL ROLE "{role}"')
+            return insert_ignore(conn, Occurrence.__table__, occ, conflict=["source_id", "row_number"])
+
+    lock_calls.clear()
+    try:
+        assert load(0) == N
+        assert lock_calls == []
+        with pytest.raises(Exception, match=r"(?i)foreign key"):
+            load(N, bad=True)
+        with pg_bulk_store.connect() as conn:
+            conn.exec_driver_sql(f'GRANT SET ON PARAMETER session_replication_role TO "{role}"')
+        assert load(N) == N  # may set the role, may not lock parents (no UPDATE right): triggers after all
+        assert lock_calls and all(lock_calls)
+        with pg_bulk_store.connect() as conn:
+            conn.exec_driver_sql(f'GRANT UPDATE ON ALL TABLES IN SCHEMA "{schema}" TO "{role}"')
+        lock_calls.clear()
+        assert load(2 * N) == N
+        assert lock_calls
+        with pytest.raises(Exception, match=r"(?i)foreign key"):
+            load(3 * N, bad=True)
+        with pg_bulk_store.connect() as conn:
+            assert conn.execute(select(func.count()).select_from(Occurrence)).scalar_one() == 3 * N
+    finally:
+        with pg_bulk_store.connect() as conn:
+            conn.exec_driver_sql(f'DROP OWNED BY "{role}"')
+            conn.exec_driver_sql(f'REVOKE SET ON PARAMETER session_replication_role FROM "{role}"')
+            conn.exec_driver_sql(f'DROP ROLE "{role}"')

@@ -43,11 +43,15 @@ def _occurrences(n: int, source_id: int, doc_id: int) -> list[dict]:
              "group_key": None, "is_duplicate": True, "run_id": None} for i in range(n)]
 
 
-def _timed(store: Any, rows: list[dict], load: Callable[[Any, list[dict]], int]) -> tuple[float, int]:
-    """Seconds to load `rows` in batches of BATCH inside one transaction (commit included), and rows inserted."""
+def _timed(store: Any, rows: list[dict], load: Callable[[Any, list[dict]], int],
+           role: str | None = None) -> tuple[float, int]:
+    """Seconds to load `rows` in batches of BATCH inside one transaction (commit included), and rows inserted;
+    as `role` (SET LOCAL ROLE) when given."""
     t0 = time.perf_counter()
     inserted = 0
     with store.connect() as conn:
+        if role:
+            conn.exec_driver_sql(f'SET LOCAL ROLE "{role}"')
         for i in range(0, len(rows), BATCH):
             inserted += load(conn, rows[i:i + BATCH])
     return time.perf_counter() - t0, inserted
@@ -104,6 +108,10 @@ def _bench(url: str, n: int) -> dict:
     narrow_s, got = _timed(store, _occurrences(n, source_id, doc_id), bulk(occ_t, occ_key))
     assert got == n, got
 
+    extra: dict[str, Any] = {}
+    if store.dialect == "postgresql":
+        extra = _pg_extra(store, n, source_id, doc_id, bulk(doc_t, doc_key), bulk(occ_t, occ_key))
+
     orm_n = min(n, BATCH)
     orm_docs = _rows(orm_n, source_id, domain="financial")
     t0 = time.perf_counter()
@@ -126,7 +134,70 @@ def _bench(url: str, n: int) -> dict:
         "speedup_vs_core": round(rate / (n / core_s), 1),
         "narrow_speedup_vs_core": round(narrow_rate / (n / core_narrow_s), 1),
         "speedup_vs_orm": round(rate / (orm_n / orm_s), 1),
+        **extra,
     }
+
+
+def _pg_extra(store: Any, n: int, source_id: int, doc_id: int, docs_load: Callable[[Any, list[dict]], int],
+              occ_load: Callable[[Any, list[dict]], int]) -> dict[str, Any]:
+    """PostgreSQL only: the same loads as a role that may not set session_replication_role (foreign keys checked
+    by the server's per-row triggers), and the server's own ceiling for document rows: the rows just loaded, already
+    in binary COPY format, copied into a table with the same indexes and defaults (no foreign keys), so the client
+    does nothing but send bytes."""
+    role = f"curate_bench_{uuid.uuid4().hex[:8]}"
+    with store.connect() as conn:
+        conn.exec_driver_sql(f'CREATE ROLE "{role}" NOLOGIN')
+        conn.exec_driver_sql(f'GRANT USAGE, CREATE ON SCHEMA public TO "{role}"')
+        conn.exec_driver_sql(f'GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA public TO "{role}"')
+        conn.exec_driver_sql(f'GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO "{role}"')
+    try:
+        plain_s, got = _timed(store, _rows(n, source_id, domain="plain"), docs_load, role=role)
+        assert got == n, got
+        plain_narrow_s, got = _timed(store, _occurrences(n, _bench_source(store, "plain"), doc_id), occ_load,
+                                     role=role)
+        assert got == n, got
+    finally:
+        with store.connect() as conn:
+            conn.exec_driver_sql(f'DROP OWNED BY "{role}"')
+            conn.exec_driver_sql(f'DROP ROLE "{role}"')
+    cols = ("domain, source_id, run_id, row_number, external_id, group_key, raw_text, text, content_hash, "
+            "cluster_id, n_tokens, n_sentences, pii, meta, minhash")
+    with store.connect() as conn:
+        raw = conn.connection.driver_connection
+        with raw.cursor() as cur:
+            data = bytearray()
+            out = f"COPY (SELECT {cols} FROM documents WHERE domain = 'customer_service') TO STDOUT (FORMAT BINARY)"
+            with cur.copy(out) as cp:
+                for block in cp:
+                    data += block
+            cur.execute("CREATE TABLE bench_server_copy (LIKE documents INCLUDING DEFAULTS INCLUDING INDEXES)")
+    t0 = time.perf_counter()
+    with store.connect() as conn:
+        with conn.connection.driver_connection.cursor() as cur:
+            with cur.copy(f"COPY bench_server_copy ({cols}) FROM STDIN (FORMAT BINARY)") as cp:
+                view = memoryview(data)
+                for i in range(0, len(view), 1 << 20):
+                    cp.write(view[i:i + (1 << 20)])
+    server_s = time.perf_counter() - t0
+    with store.connect() as conn:
+        conn.exec_driver_sql("DROP TABLE bench_server_copy")
+    return {
+        "plain_role_bulk_rows_per_s": round(n / plain_s),
+        "plain_role_narrow_rows_per_s": round(n / plain_narrow_s),
+        "server_only_copy_rows_per_s": round(n / server_s),
+    }
+
+
+def _bench_source(store: Any, name: str) -> int:
+    from sqlalchemy import select
+
+    from store.engine import insert_ignore
+    from store.models import Source
+
+    with store.connect() as conn:
+        insert_ignore(conn, Source.__table__, [{"name": name, "domain": "customer_service", "path": None}],
+                      conflict=["name"])
+        return int(conn.execute(select(Source.id).where(Source.name == name)).scalar_one())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -159,7 +230,11 @@ def main(argv: list[str] | None = None) -> int:
         "insert_ignore in batches of 50,000 rows, one transaction per measurement, commit included. "
         "bulk_rows_per_s: new document rows (two texts, a 256-byte MinHash blob, JSONB, 3 secondary indexes + the "
         "unique (domain, content_hash), 2 foreign keys); narrow_rows_per_s: new occurrence rows (7 columns, "
-        "1 index + unique, 2 foreign keys); conflict_rows_per_s: the same documents again, all skipped; "
+        "1 index + unique, 2 foreign keys); as the bench's superuser, foreign keys are checked set-wise (one lock per "
+        "distinct parent: see store.engine._pg_bulk_fks); plain_role_*: the same loads as a role without the right to "
+        "set session_replication_role (per-row foreign-key triggers); server_only_copy_rows_per_s: the document rows, "
+        "already in binary COPY format, into a table with the same indexes and no foreign keys: what the server alone "
+        "takes; conflict_rows_per_s: the same documents again, all skipped; "
         "late_conflict_rows_per_s: new documents with one stored row near the end of each batch; "
         "core_executemany_*: SQLAlchemy Core conn.execute(<dialect>.insert(t).on_conflict_do_nothing(), rows) on "
         "the same number of new rows, same batches, measured first (empty tables); orm_add_all: Session.add_all + "
