@@ -198,6 +198,21 @@ def test_chunked_ingest_matches_single_chunk(tmp_path: Path) -> None:
     assert all(res == results[0] for res in results[1:])
 
 
+def test_ingest_restores_the_garbage_collector(tmp_path: Path) -> None:
+    """Ingest runs with fewer collector passes (see pipelines.ingest._bulk_gc), also when it fails, and gives the
+    caller's settings back."""
+    import gc
+
+    before = gc.get_threshold()
+    frozen = gc.get_freeze_count()
+    s = open_store(f"sqlite:///{tmp_path / 'gc.db'}")
+    ingest_files(s, [CS], domain="customer_service", **CS_ARGS)
+    assert gc.get_threshold() == before and gc.get_freeze_count() == frozen
+    with pytest.raises(Exception, match="text"):
+        ingest_files(s, [CS], domain="customer_service", text_column="no_such_column")
+    assert gc.get_threshold() == before and gc.get_freeze_count() == frozen
+
+
 def test_clusters_survive_a_writer_that_came_first(store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A text stored by another writer between this run's look-up and its insert (possible only for a writer that
     skips the domain lock) is a duplicate, and cluster ids never point at the ids that were reserved for it."""
