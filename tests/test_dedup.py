@@ -237,3 +237,29 @@ def _synthetic(n: int, *, seed: int) -> list[str]:
     changed = rng.random(n) < 0.33
     words[changed, -1] = rng.integers(0, 2000, int(changed.sum()))
     return [" ".join(f"w{i}" for i in row) for row in words.tolist()]
+
+
+def test_agreement_in_two_halves_is_exact_where_it_matters() -> None:
+    """`_agreement` may stop after the first half of the signature, but only for pairs that cannot reach the
+    threshold: at or above it the count is the full one, below it stays below."""
+    rng = np.random.default_rng(3)
+    params = MinHashParams(num_perm=64, bands=16, threshold=0.8)
+    index = NearDupIndex(params=params)
+    stored = rng.integers(0, 2**32, size=(3000, 64), dtype=np.uint32)
+    index.add_existing(np.arange(3000), stored, np.arange(3000))
+    source = rng.integers(0, 3000, size=500)
+    batch = stored[source].copy()
+    for row, changes in zip(batch, rng.integers(0, 40, size=500), strict=True):  # 0..39 positions changed
+        row[rng.choice(64, size=changes, replace=False)] = rng.integers(0, 2**32, size=changes, dtype=np.uint32)
+    sig16 = (batch & np.uint32(0xFFFF)).astype(np.uint16)
+    q = np.repeat(np.arange(500), 40)
+    cand = rng.integers(0, 3000 + 500, size=q.size)  # stored rows and rows of the batch itself
+    cand[::40] = source  # each batch row against the stored row it was made from
+    got = index._agreement(sig16, q, cand, 3000)
+    theirs = np.where(cand[:, None] < 3000, (stored[np.minimum(cand, 2999)] & 0xFFFF).astype(np.uint16),
+                      sig16[np.maximum(cand - 3000, 0)])
+    full = np.count_nonzero(sig16[q] == theirs, axis=1)
+    high = full >= params.min_agreement
+    assert high.sum() > 0 and (~high).sum() > 0
+    assert np.array_equal(got[high], full[high])
+    assert np.all(got[~high] <= full[~high])

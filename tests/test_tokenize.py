@@ -205,6 +205,11 @@ def test_splitter_survives_pickling_for_worker_processes():
     copy = pickle.loads(pickle.dumps(splitter))
     assert copy.abbreviations == splitter.abbreviations
     assert copy.split(EXAMPLE) == splitter.split(EXAMPLE)
+    # Sent again (an ingest sends it with every chunk): the same splitter, caches and all, not a new one.
+    assert pickle.loads(pickle.dumps(splitter)) is copy
+    other = train_sentence_splitter(["Acme Corp. filed. Mr. Smith left the firm today."] * 50)
+    assert pickle.loads(pickle.dumps(other)) is not copy
+    assert pickle.loads(pickle.dumps(other)).abbreviations == other.abbreviations
 
 
 def test_punkt_import_leaves_the_rest_of_nltk_lazy_but_whole() -> None:
