@@ -83,12 +83,17 @@ class IngestConfig(_Strict):
     shingle_size: int = Field(1, ge=1, le=5)
     num_perm: int = Field(64, ge=16, le=256)
     bands: int = Field(16, ge=2, le=128)
+    near_duplicate_min_bands: int = Field(2, ge=1, le=128)
     workers: int | None = Field(None, ge=0, le=64)
 
     @model_validator(mode="after")
     def _bands_divide(self) -> IngestConfig:
         if self.num_perm % self.bands:
             raise ValueError(f"num_perm ({self.num_perm}) must be a multiple of bands ({self.bands})")
+        if self.near_duplicate_min_bands > self.bands:
+            raise ValueError(
+                f"near_duplicate_min_bands ({self.near_duplicate_min_bands}) cannot exceed bands ({self.bands})"
+            )
         return self
 
 

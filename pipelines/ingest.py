@@ -218,7 +218,7 @@ def ingest_files(
             num_perm=config.ingest.num_perm, bands=config.ingest.bands, shingle_size=config.ingest.shingle_size,
             threshold=config.ingest.near_duplicate_threshold,
         )
-        index = NearDupIndex(params=params)
+        index = NearDupIndex(params=params, min_bands=config.ingest.near_duplicate_min_bands)
         timer = _Timer(stats)
         with timer("load_index"):
             for ids, sigs, clusters in docs_store.iter_signatures(store, domain=domain):

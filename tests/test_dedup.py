@@ -263,3 +263,32 @@ def test_agreement_in_two_halves_is_exact_where_it_matters() -> None:
     assert high.sum() > 0 and (~high).sum() > 0
     assert np.array_equal(got[high], full[high])
     assert np.all(got[~high] <= full[~high])
+
+
+def test_pairs_sharing_one_band_are_not_compared_by_default() -> None:
+    """A pair that shares a single band cannot reach the threshold (each other band has a differing position);
+    `min_bands=2` (the default through the config) skips it, 1 compares it, and real near-duplicates are found
+    either way."""
+    params = MinHashParams(num_perm=64, bands=16, threshold=0.8)
+    rng = np.random.default_rng(5)
+    base = rng.integers(0, 2**32, size=(1, 64), dtype=np.uint32)
+    one_band = base.copy()
+    one_band[0, 4::4] += np.uint32(1)  # bands 1..15 each differ in one position: only band 0 is shared
+    close = base.copy()
+    close[0, [5, 9, 13]] += np.uint32(1)  # 13 bands shared, 61 of 64 positions equal
+    for min_bands, expected in ((1, 1), (2, 0)):
+        index = NearDupIndex(params=params, min_bands=min_bands)
+        index.add_existing(np.array([1]), base, np.array([1]))
+        q, cand = index._candidates(np.array([0]), index_keys(one_band, params), len(index))
+        assert q.size == expected
+    index = NearDupIndex(params=params, min_bands=2)
+    index.add_existing(np.array([1]), base, np.array([1]))
+    assert index.assign(np.array([2, 3]), np.vstack([close, one_band])).tolist() == [1, 3]
+    with pytest.raises(ConfigError, match="min_bands"):
+        NearDupIndex(params=params, min_bands=17)
+
+
+def index_keys(sigs: np.ndarray, params: MinHashParams) -> np.ndarray:
+    from pipelines.dedup import _band_keys
+
+    return _band_keys(sigs, params)
