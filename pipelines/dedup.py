@@ -37,8 +37,9 @@ _BLOCK_BITS = 16
 class MinHashParams:
     """Signature and LSH settings; changing any of them invalidates stored signatures.
 
-    With 16 bands of 4 rows a pair at Jaccard 0.8 shares a band with probability 0.9998, so
-    recall is governed by the verification `threshold`, not by the banding. Word bigrams are
+    With 16 bands of 4 rows a pair at Jaccard 0.8 shares a band with probability 0.9998 (two
+    bands, which `NearDupIndex(min_bands=2)` asks for: 0.997), so recall is governed by the
+    verification `threshold`, not by the banding. Word bigrams are
     strict on short texts: replacing one middle word of an n-word text leaves Jaccard
     (n - 3) / (n + 1), i.e. 0.81 at 20 words and 0.69 at 12; `shingle_size=1` is the lenient
     choice (0.9 and 0.85).
