@@ -18,7 +18,7 @@ from typing import TextIO
 
 import ftfy
 from charset_normalizer import from_bytes
-from ftfy.badness import is_bad
+from ftfy.badness import BADNESS_RE
 from ftfy.chardata import LIGATURES
 
 __all__ = [
@@ -59,6 +59,31 @@ def _mojibake_charset() -> re.Pattern[str]:
 
 # Text without any of these cannot hold mojibake ftfy would fix, so `is_bad` can be skipped.
 _MOJIBAKE_CHAR_RE = _mojibake_charset()
+# Every pattern of ftfy's BADNESS_RE needs one of these (the charset, or U+FFFD) and spans at most _BAD_WIDTH
+# characters, without lookarounds; tests/test_encoding.py checks both against the installed ftfy.
+_BAD_GATE_RE = re.compile(_MOJIBAKE_CHAR_RE.pattern[:-1] + "\ufffd]")
+_BAD_WIDTH = 7
+
+
+def _is_bad(s: str) -> bool:
+    """ftfy's `is_bad(s)`, searched only around the characters every one of its patterns needs.
+
+    Why: `is_bad` tries some 37 patterns at every position (about 30 us for a tweet), and a text with one curly
+    quote needs only the few positions around it. A match must contain a gate character at some position p and is
+    at most _BAD_WIDTH long, so it lies within [p - _BAD_WIDTH, p + _BAD_WIDTH]; `search(s, pos, endpos)` keeps
+    "^" for the real start of the text, so a window finds exactly the matches of the whole text that lie in it.
+    """
+    n, lo, hi = len(s), 0, -1
+    search = BADNESS_RE.search
+    for m in _BAD_GATE_RE.finditer(s):
+        p = m.start()
+        if hi >= 0 and p - _BAD_WIDTH <= hi:
+            hi = p + _BAD_WIDTH + 1
+            continue
+        if hi >= 0 and search(s, lo, min(n, hi)):
+            return True
+        lo, hi = max(0, p - _BAD_WIDTH), p + _BAD_WIDTH + 1
+    return hi >= 0 and search(s, lo, min(n, hi)) is not None
 _ESCAPED_BYTES_RE = re.compile("[\udc80-\udcff]+")
 
 # Only repairs: no HTML unescaping, quote uncurling or width folding, which would change ASCII
@@ -400,7 +425,7 @@ def repair_text(s: str) -> str:
         return s
     if not _FTFY_TRIGGER_RE.search(s):
         # Without trigger characters ftfy (with `_FTFY_CONFIG`) changes only mojibake and non-NFC text.
-        if s.isascii() or (unicodedata.is_normalized("NFC", s) and not (_MOJIBAKE_CHAR_RE.search(s) and is_bad(s))):
+        if s.isascii() or (unicodedata.is_normalized("NFC", s) and not _is_bad(s)):
             return s
     elif _SURROGATE_RE.search(s):
         # Rejoin surrogate pairs split into two code points, then re-read escaped raw bytes.

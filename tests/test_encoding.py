@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import ftfy
 import pytest
@@ -20,6 +21,7 @@ from pipelines.encoding import (
     repair_text,
     safe_raw,
 )
+from tests.conftest import shared_data
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 PHRASEBANK = DATA / "financial_phrasebank"
@@ -222,3 +224,68 @@ def test_safe_raw_shows_undecodable_bytes_and_no_nul() -> None:
     assert safe_raw("caf\udce9\x00!") == "caf\\xe9\\x00!"
     assert safe_raw("lone \ud800") == "lone \\xed\\xa0\\x80"
     assert safe_raw("plain") == "plain"
+
+
+def test_windowed_badness_check_rests_on_ftfy_patterns_as_installed() -> None:
+    """`_is_bad` searches only near gate characters: it is exact while every BADNESS_RE pattern needs one, spans at
+    most _BAD_WIDTH characters and looks around nothing. Checked here against the installed ftfy."""
+    from re import _constants as C  # type: ignore[attr-defined]
+    from re import _parser  # type: ignore[attr-defined]
+
+    from ftfy.badness import BADNESS_RE
+
+    from pipelines.encoding import _BAD_GATE_RE, _BAD_WIDTH
+
+    parsed = _parser.parse(BADNESS_RE.pattern, BADNESS_RE.flags)
+    assert parsed.getwidth()[1] <= _BAD_WIDTH
+    (op, (_, alternatives)), = parsed.data
+    assert op == C.BRANCH
+
+    def items(seq: Any) -> list[Any]:
+        out = []
+        for op, av in seq:
+            assert op not in (C.ASSERT, C.ASSERT_NOT, C.GROUPREF, C.AT) or (op == C.AT and av == C.AT_BEGINNING)
+            out.extend(items(av[3]) if op == C.SUBPATTERN else [(op, av)])
+        return out
+
+    def members(op: Any, av: Any) -> set[str] | None:
+        if op == C.LITERAL:
+            return {chr(av)}
+        if op == C.IN and all(o in (C.LITERAL, C.RANGE) for o, _ in av):
+            return {chr(c) for o, a in av for c in ([a] if o == C.LITERAL else range(a[0], a[1] + 1))}
+        return None
+
+    for alt in alternatives:
+        assert any((m := members(op, av)) and all(_BAD_GATE_RE.fullmatch(c) for c in m) for op, av in items(alt)), alt
+
+
+_MOJIBAKE_PIECES = ["Ã©", "â€™", "Ã ", "Â£", "ðŸ˜€", "Ã¼", "\x85", "��", "œ.", "Ð¿Ñ€Ð¸", "√©", "вЂ™", "’", "é", "Ω"]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.one_of(st.sampled_from(_MOJIBAKE_PIECES), st.text(max_size=12)), max_size=12))
+def test_windowed_badness_check_equals_ftfy(parts: list[str]) -> None:
+    from ftfy.badness import is_bad
+
+    from pipelines.encoding import _is_bad
+
+    s = "".join(parts)
+    assert _is_bad(s) == is_bad(s)
+
+
+def test_windowed_badness_check_equals_ftfy_on_real_text() -> None:
+    from ftfy.badness import is_bad
+
+    from pipelines.encoding import _is_bad
+
+    texts = [
+        "I can’t believe it… — “great” service", "Café crème à 5 €", "Ã©tÃ© trÃ¨s bien", "donâ€™t", "x" * 50 + "Ã ",
+        "Ã " + "x" * 50, "naïve façade", "ÐŸÑ€Ð¸Ð²ÐµÑ‚", "price: 5½ ± 2", "Ω ≈ 3 √2", "œuvre", "œ!",
+    ]
+    import pandas as pd
+
+    tweets = pd.read_csv(shared_data("twitter_us_airline_sentiment", "Tweets.csv"), usecols=["text"])["text"]
+    texts += [t for t in tweets.dropna().astype(str) if not t.isascii()]
+    texts += [t.encode("utf-8").decode("cp1252", "replace") for t in texts[:2000]]  # real mojibake
+    mismatches = [t for t in texts if _is_bad(t) != is_bad(t)]
+    assert not mismatches, mismatches[:5]
