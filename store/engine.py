@@ -271,6 +271,8 @@ def _sqlite_insert_ignore(
         f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join('?' for _ in names)}) "
         f"ON CONFLICT ({', '.join(conflict)}) DO NOTHING"
     )
+    if dialect._json_serializer is None:  # type: ignore[attr-defined]  # the default: json.dumps
+        processed = [(n, _fast_json(p) if isinstance(table.c[n].type, JSON) else p) for n, p in processed]
     params = _pick(rows, plain)
     rest: list[list[Any]] = [
         [None if v is None else proc(v) for v in (r.get(name) for r in rows)] for name, proc in processed
@@ -284,6 +286,18 @@ def _sqlite_insert_ignore(
     return int(raw.total_changes - before)  # type: ignore[union-attr]
 
 
+def _fast_json(process: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """A JSON column's bind processor, with dicts and lists serialized by one C encoder made once (the same text as
+    the default json.dumps); other values (SQLAlchemy's JSON.NULL and null(), scalars) go through `process`."""
+
+    def fast(value: Any) -> Any:
+        if type(value) is dict or type(value) is list:
+            return _JSON_DUMPS(value)
+        return process(value)
+
+    return fast
+
+
 # Binary COPY sends each value through the dumper of its column's server type. Most of psycopg's binary dumpers
 # refuse a Python value of another type (TypeError: the batch then goes as text COPY, which adapts by Python type
 # exactly as before), but some convert where text COPY would store something else or fail: int2/int4 wrap out-of-range
@@ -295,17 +309,20 @@ _PG_FLOAT8, _PG_BOOL = 701, 16
 _PG_JSON = frozenset({114, 3802})  # json, jsonb
 _PG_SAMPLE = 32
 _PG_COPY_PART = 10_000  # rows a late collision can make COPY redo (and one savepoint each)
-def _json_encoder() -> Callable[[Any], str]:
-    """json.dumps(v, ensure_ascii=False, default=str), without building an encoder per call.
+def _json_encoder(*, ascii: bool = False) -> Callable[[Any], str]:
+    """json.dumps(v, ensure_ascii=False, default=str), or with `ascii` plain json.dumps(v), without building an
+    encoder per call.
 
     Why: `JSONEncoder.encode` makes a new C encoder on every call, most of its cost for small dicts; the C encoder is
     made once here (no circular-reference check: a circular value ends in RecursionError instead of ValueError).
     """
-    plain = json.JSONEncoder(ensure_ascii=False, default=str).encode
+    plain = (json.JSONEncoder() if ascii else json.JSONEncoder(ensure_ascii=False, default=str)).encode
     make = getattr(json.encoder, "c_make_encoder", None)
-    if make is None:
+    strings = getattr(json.encoder, "c_encode_basestring_ascii" if ascii else "c_encode_basestring", None)
+    if make is None or strings is None:
         return plain
-    c_encode = make(None, str, json.encoder.encode_basestring, None, ": ", ", ", False, False, True)
+    default = json.JSONEncoder().default if ascii else str
+    c_encode = make(None, default, strings, None, ": ", ", ", False, False, True)
 
     def encode(value: Any) -> str:
         if isinstance(value, str):
@@ -316,6 +333,7 @@ def _json_encoder() -> Callable[[Any], str]:
 
 
 _JSON_ENCODE = _json_encoder()
+_JSON_DUMPS = _json_encoder(ascii=True)
 
 
 def _pg_copy_insert_ignore(
