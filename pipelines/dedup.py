@@ -323,10 +323,7 @@ class NearDupIndex:
         self.params = params
         self.bucket_cap = bucket_cap
         self.min_bands = min_bands
-        # The two halves of each row's 16-bit signature apart: most candidates are ruled out by the first half
-        # alone, and a gather of 64-byte rows touches one cache line per row instead of two (see `_agreement`).
-        self._half = params.num_perm // 2
-        self._sig16 = (_Blocks(np.uint16, self._half), _Blocks(np.uint16, params.num_perm - self._half))
+        self._sig16 = _Blocks(np.uint16, params.num_perm)
         self._doc_ids = _Blocks(np.int64)
         self._clusters = _Blocks(np.int64)
         self._runs: list[list[np.ndarray]] = [[] for _ in range(params.bands)]
@@ -338,7 +335,7 @@ class NearDupIndex:
     def nbytes(self) -> int:
         """Bytes held in numpy arrays (signatures, ids, LSH runs)."""
         runs = sum(r.nbytes for band in self._runs for r in band)
-        return sum(b.nbytes for b in self._sig16) + self._doc_ids.nbytes + self._clusters.nbytes + runs
+        return self._sig16.nbytes + self._doc_ids.nbytes + self._clusters.nbytes + runs
 
     def add_existing(self, doc_ids: np.ndarray, sigs: np.ndarray, cluster_ids: np.ndarray) -> None:
         """Load documents stored by an earlier run, with the cluster ids they already have."""
@@ -423,28 +420,12 @@ class NearDupIndex:
                            rows=base + queries[fresh], base=base)
 
     def _agreement(self, sig16: np.ndarray, q: np.ndarray, cand: np.ndarray, base: int) -> np.ndarray:
-        """Matching signature positions of each (batch position, row) pair, exact wherever it can reach the
-        threshold; below it, a lower bound.
-
-        Why in two halves: most candidates share one band by chance and agree on few positions, so the first half
-        rules them out (even full agreement on the second half would not reach `min_agreement`) and only the rest
-        fetch their second half. Fetching stored rows at random is the expensive part; this halves it.
-        """
-        p = self.params
-        half = self._half
-        mine = (np.ascontiguousarray(sig16[:, :half]), np.ascontiguousarray(sig16[:, half:]))
-
-        def fetch(rows: np.ndarray, part: int) -> np.ndarray:
-            out = np.empty((rows.size, mine[part].shape[1]), dtype=np.uint16)
-            old = rows < base
-            out[old] = self._sig16[part].take(rows[old])
-            out[~old] = mine[part][rows[~old] - base]
-            return out
-
-        agree: np.ndarray = np.count_nonzero(mine[0][q] == fetch(cand, 0), axis=1)
-        live = np.flatnonzero(agree + (p.num_perm - half) >= p.min_agreement)
-        if live.size:
-            agree[live] += np.count_nonzero(mine[1][q[live]] == fetch(cand[live], 1), axis=1)
+        """Matching 16-bit signature positions of each (batch position, row) pair; rows >= base are the batch's."""
+        theirs = np.empty((cand.size, self.params.num_perm), dtype=np.uint16)
+        old = cand < base
+        theirs[old] = self._sig16.take(cand[old])
+        theirs[~old] = sig16[cand[~old] - base]
+        agree: np.ndarray = np.count_nonzero(sig16[q] == theirs, axis=1)
         return agree
 
     def commit(self, plan: ClusterPlan) -> None:
@@ -471,8 +452,7 @@ class NearDupIndex:
         return doc_ids, sigs
 
     def _store(self, doc_ids: np.ndarray, sig16: np.ndarray, clusters: np.ndarray) -> None:
-        self._sig16[0].append(sig16[:, : self._half])
-        self._sig16[1].append(sig16[:, self._half :])
+        self._sig16.append(sig16)
         self._doc_ids.append(doc_ids)
         self._clusters.append(clusters)
 

@@ -57,33 +57,13 @@ def _mojibake_charset() -> re.Pattern[str]:
     return re.compile("[" + "".join(re.escape(c) for c in sorted(chars)) + "]")
 
 
-# Text without any of these cannot hold mojibake ftfy would fix, so `is_bad` can be skipped.
+# Every pattern of ftfy's BADNESS_RE (its mojibake test) needs one of these characters (what single-byte decodings
+# make of bytes >= 0x80, or U+FFFD) and spans at most _BAD_WIDTH characters, without lookarounds;
+# tests/test_encoding.py checks both against the installed ftfy.
 _MOJIBAKE_CHAR_RE = _mojibake_charset()
-# Every pattern of ftfy's BADNESS_RE needs one of these (the charset, or U+FFFD) and spans at most _BAD_WIDTH
-# characters, without lookarounds; tests/test_encoding.py checks both against the installed ftfy.
 _BAD_GATE_RE = re.compile(_MOJIBAKE_CHAR_RE.pattern[:-1] + "\ufffd]")
 _BAD_WIDTH = 7
 
-
-def _is_bad(s: str) -> bool:
-    """ftfy's `is_bad(s)`, searched only around the characters every one of its patterns needs.
-
-    Why: `is_bad` tries some 37 patterns at every position (about 30 us for a tweet), and a text with one curly
-    quote needs only the few positions around it. A match must contain a gate character at some position p and is
-    at most _BAD_WIDTH long, so it lies within [p - _BAD_WIDTH, p + _BAD_WIDTH]; `search(s, pos, endpos)` keeps
-    "^" for the real start of the text, so a window finds exactly the matches of the whole text that lie in it.
-    """
-    n, lo, hi = len(s), 0, -1
-    search = BADNESS_RE.search
-    for m in _BAD_GATE_RE.finditer(s):
-        p = m.start()
-        if hi >= 0 and p - _BAD_WIDTH <= hi:
-            hi = p + _BAD_WIDTH + 1
-            continue
-        if hi >= 0 and search(s, lo, min(n, hi)):
-            return True
-        lo, hi = max(0, p - _BAD_WIDTH), p + _BAD_WIDTH + 1
-    return hi >= 0 and search(s, lo, min(n, hi)) is not None
 _ESCAPED_BYTES_RE = re.compile("[\udc80-\udcff]+")
 
 # Only repairs: no HTML unescaping, quote uncurling or width folding, which would change ASCII
@@ -399,6 +379,27 @@ def open_utf8_bytes(path: Path, *, encoding: str | None = None) -> io.BufferedRe
     Read them back with errors="surrogateescape": bytes that were undecodable stay undecodable.
     """
     return io.BufferedReader(_Utf8Bytes(open_text(path, encoding=encoding)), buffer_size=1 << 18)
+
+
+def _is_bad(s: str) -> bool:
+    """ftfy's `is_bad(s)`, searched only around the characters every one of its patterns needs.
+
+    Why: `is_bad` tries some 37 patterns at every position (about 30 us for a tweet), and a text with one curly
+    quote needs only the few positions around it. A match must contain a gate character at some position p and is
+    at most _BAD_WIDTH long, so it lies within [p - _BAD_WIDTH, p + _BAD_WIDTH]; `search(s, pos, endpos)` keeps
+    "^" for the real start of the text, so a window finds exactly the matches of the whole text that lie in it.
+    """
+    n, lo, hi = len(s), 0, -1
+    search = BADNESS_RE.search
+    for m in _BAD_GATE_RE.finditer(s):
+        p = m.start()
+        if hi >= 0 and p - _BAD_WIDTH <= hi:
+            hi = p + _BAD_WIDTH + 1
+            continue
+        if hi >= 0 and search(s, lo, min(n, hi)):
+            return True
+        lo, hi = max(0, p - _BAD_WIDTH), p + _BAD_WIDTH + 1
+    return hi >= 0 and search(s, lo, min(n, hi)) is not None
 
 
 def _decode_escaped(run: str) -> str:

@@ -309,19 +309,19 @@ _PG_FLOAT8, _PG_BOOL = 701, 16
 _PG_JSON = frozenset({114, 3802})  # json, jsonb
 _PG_SAMPLE = 32
 _PG_COPY_PART = 10_000  # rows a late collision can make COPY redo (and one savepoint each)
-def _json_encoder(*, ascii: bool = False) -> Callable[[Any], str]:
-    """json.dumps(v, ensure_ascii=False, default=str), or with `ascii` plain json.dumps(v), without building an
-    encoder per call.
+def _json_encoder(*, ensure_ascii: bool = False) -> Callable[[Any], str]:
+    """json.dumps(v, ensure_ascii=False, default=str), or with `ensure_ascii` plain json.dumps(v), without building
+    an encoder per call.
 
     Why: `JSONEncoder.encode` makes a new C encoder on every call, most of its cost for small dicts; the C encoder is
     made once here (no circular-reference check: a circular value ends in RecursionError instead of ValueError).
     """
-    plain = (json.JSONEncoder() if ascii else json.JSONEncoder(ensure_ascii=False, default=str)).encode
+    plain = (json.JSONEncoder() if ensure_ascii else json.JSONEncoder(ensure_ascii=False, default=str)).encode
     make = getattr(json.encoder, "c_make_encoder", None)
-    strings = getattr(json.encoder, "c_encode_basestring_ascii" if ascii else "c_encode_basestring", None)
+    strings = getattr(json.encoder, "c_encode_basestring_ascii" if ensure_ascii else "c_encode_basestring", None)
     if make is None or strings is None:
         return plain
-    default = json.JSONEncoder().default if ascii else str
+    default = json.JSONEncoder().default if ensure_ascii else str
     c_encode = make(None, default, strings, None, ": ", ", ", False, False, True)
 
     def encode(value: Any) -> str:
@@ -333,7 +333,7 @@ def _json_encoder(*, ascii: bool = False) -> Callable[[Any], str]:
 
 
 _JSON_ENCODE = _json_encoder()
-_JSON_DUMPS = _json_encoder(ascii=True)
+_JSON_DUMPS = _json_encoder(ensure_ascii=True)
 
 
 def _pg_copy_insert_ignore(

@@ -239,9 +239,9 @@ def _synthetic(n: int, *, seed: int) -> list[str]:
     return [" ".join(f"w{i}" for i in row) for row in words.tolist()]
 
 
-def test_agreement_in_two_halves_is_exact_where_it_matters() -> None:
-    """`_agreement` may stop after the first half of the signature, but only for pairs that cannot reach the
-    threshold: at or above it the count is the full one, below it stays below."""
+def test_agreement_is_exact_where_it_matters() -> None:
+    """`_agreement` counts matching positions against stored rows and rows of the batch itself: at or above the
+    threshold the count is the full one, below it stays below."""
     rng = np.random.default_rng(3)
     params = MinHashParams(num_perm=64, bands=16, threshold=0.8)
     index = NearDupIndex(params=params)

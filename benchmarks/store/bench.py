@@ -63,17 +63,14 @@ def _bench(url: str, n: int) -> dict:
     from sqlalchemy.orm import Session
 
     from store.engine import insert_ignore, open_store
-    from store.models import Document, Occurrence, Source
+    from store.models import Document, Occurrence
 
     store = open_store(url)
     doc_t, occ_t = Document.__table__, Occurrence.__table__
     doc_key, occ_key = ["domain", "content_hash"], ["source_id", "row_number"]
 
     def source(name: str) -> int:
-        with store.connect() as conn:
-            insert_ignore(conn, Source.__table__, [{"name": name, "domain": "customer_service", "path": None}],
-                          conflict=["name"])
-            return int(conn.execute(select(Source.id).where(Source.name == name)).scalar_one())
+        return _bench_source(store, name)
 
     def bulk(table: Any, key: list[str]) -> Callable[[Any, list[dict]], int]:
         return lambda conn, part: insert_ignore(conn, table, part, conflict=key)
