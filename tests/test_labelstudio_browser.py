@@ -62,7 +62,9 @@ def label_task(page: Any, url: str, project_id: int, task_id: int, *, pick: str,
     page.goto(f"{url}/projects/{project_id}/data?task={task_id}")
     page.get_by_role("button", name="submit").filter(has_text="Submit").wait_for()
     for text in expect_text:
-        assert page.get_by_text(text, exact=True).first.is_visible(), text
+        shown = page.get_by_text(text, exact=True).first
+        shown.wait_for(state="visible")  # the task's text may render after the Submit button (a CI run saw it)
+        assert shown.is_visible(), text
     if expect_checked:
         assert radio(page, expect_checked).is_checked()  # the model's pre-annotation
     if filter_text:
