@@ -88,6 +88,9 @@ _SSN_WORDS = re.compile(r"(?i)(?<!\w)(?:ssn|ss#|social security)")
 
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _IPV4 = re.compile(rf"(?<![\w.])(?:{_OCTET}\.){{3}}{_OCTET}(?![\w]|\.[0-9])")
+# Every IPv4 address holds this (an octet's last digit, the second octet, the third's first digit); a quick scan for
+# it skips the full pattern, which starts with a lookbehind and is tried at every position, on most texts.
+_IPV4_HINT = re.compile(r"\d\.\d{1,3}\.\d")
 _IPV6_CANDIDATE = re.compile(
     r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:(?:[0-9]{1,3}\.){3}[0-9]{1,3}|[0-9A-Fa-f]{1,4})?(?![\w:])"
 )
@@ -281,7 +284,7 @@ def _mask_ip(s: str) -> tuple[str, int]:
 
     if s.count(":") >= 2:
         s = _IPV6_CANDIDATE.sub(repl, s)
-    if s.count(".") >= 3:
+    if s.count(".") >= 3 and _IPV4_HINT.search(s):
         s, n = _IPV4.subn("<IP>", s)
         count += n
     return s, count

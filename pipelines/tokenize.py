@@ -15,7 +15,7 @@ import re
 import string
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from functools import lru_cache, partial
+from functools import lru_cache
 from itertools import islice
 from typing import Any
 
@@ -62,7 +62,12 @@ def _import_punkt() -> Any:
 
 
 _import_punkt()
-from nltk.tokenize.punkt import PunktParameters, PunktSentenceTokenizer, PunktTrainer  # noqa: E402
+from nltk.tokenize.punkt import (  # noqa: E402
+    PunktLanguageVars,
+    PunktParameters,
+    PunktSentenceTokenizer,
+    PunktTrainer,
+)
 
 __all__ = [
     "DEFAULT_ABBREVIATIONS",
@@ -202,10 +207,15 @@ def count_tokens(texts: Sequence[str]) -> list[int]:
             for k in retry:
                 counts[k] = sum(map(get, split[k]))
         out.extend(
-            n + (0 if " ".join(pieces) == text else _whitespace_tokens(text))
+            n + (0 if _single_spaced(text) or " ".join(pieces) == text else _whitespace_tokens(text))
             for n, text, pieces in zip(counts, chunk, split, strict=True)
         )
     return out
+
+
+def _single_spaced(text: str) -> bool:
+    """No white space but single spaces between pieces (cleaned text): `" ".join(text.split()) == text`, quicker."""
+    return text.isprintable() and "  " not in text and text[:1] != " " and text[-1:] != " "
 
 
 def _whitespace_tokens(text: str) -> int:
@@ -237,17 +247,20 @@ def _learn_pieces(tokenizer: Any, pieces: set[str]) -> None:
         )
 
 
-def _finditer(pattern: Any) -> Callable[[str], Any]:
-    """`pattern.finditer`; for NLTK's timeout-guarded patterns, the wrapped `regex` pattern's own finditer with the
-    same timeout (NLTK's generator around it cost about a tenth of sentence splitting)."""
-    from nltk import redos
+def _period_context_finditer(lang_vars: Any) -> Callable[[str], Any]:
+    r"""`finditer` of Punkt's period-context pattern (each candidate sentence end and the token after it).
 
+    NLTK runs every pattern of its own under a wall-clock timeout, a backstop against patterns that backtrack
+    catastrophically; checking the clock was two thirds of the matching here. NLTK's own period-context pattern
+    (`PunktLanguageVars`, not a subclass) is one character class and a lookahead, ``(?=[punct]|\s+(\S+))``, whose
+    only backtracking is over the white space after one candidate: linear in the text, so stdlib `re` runs it
+    without a timeout (same matches, tested). Other language variables keep NLTK's guarded pattern.
+    """
+    pattern = lang_vars.period_context_re()
     rx = getattr(pattern, "_rx", None)
-    resolve = getattr(pattern, "_resolve", None)
-    unset = getattr(redos, "_UNSET", None)
-    if rx is None or resolve is None or unset is None:
-        return pattern.finditer  # type: ignore[no-any-return]
-    return partial(rx.finditer, timeout=resolve(unset))
+    if type(lang_vars) is PunktLanguageVars and rx is not None and isinstance(getattr(rx, "pattern", None), str):
+        return re.compile(rx.pattern, re.UNICODE | re.VERBOSE).finditer
+    return pattern.finditer  # type: ignore[no-any-return]
 
 
 class _Punkt(PunktSentenceTokenizer):
@@ -263,7 +276,7 @@ class _Punkt(PunktSentenceTokenizer):
     def __init__(self, params: PunktParameters) -> None:
         super().__init__(params)
         self._decide = lru_cache(maxsize=1 << 16)(super().text_contains_sentbreak)
-        self._period_contexts = _finditer(self._lang_vars.period_context_re())
+        self._period_contexts = _period_context_finditer(self._lang_vars)
 
     def text_contains_sentbreak(self, text: str) -> bool:
         return bool(self._decide(text))

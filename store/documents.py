@@ -102,6 +102,21 @@ def lookup_hashes(conn: Connection, domain: str, hashes: Iterable[str]) -> dict[
     """Document id per content hash, for hashes already in the store."""
     uniq = list(dict.fromkeys(hashes))
     found: dict[str, int] = {}
+    if conn.dialect.name == "sqlite":
+        # The driver's own cursor: SQLAlchemy's statement and row handling cost a fifth of the lookup of a chunk.
+        cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            for i in range(0, len(uniq), _IN_CHUNK):
+                part = uniq[i : i + _IN_CHUNK]
+                cur.execute(
+                    f"SELECT content_hash, id FROM {Document.__tablename__} WHERE domain = ? AND content_hash IN "
+                    f"({', '.join('?' * len(part))})",
+                    [domain, *part],
+                )
+                found.update(cur.fetchall())
+        finally:
+            cur.close()
+        return found
     for i in range(0, len(uniq), _IN_CHUNK):
         part = uniq[i : i + _IN_CHUNK]
         rows = conn.execute(

@@ -352,3 +352,42 @@ def test_pg_role_without_the_right_uses_the_triggers(pg_bulk_store: Store, lock_
             conn.exec_driver_sql(f'DROP OWNED BY "{role}"')
             conn.exec_driver_sql(f'REVOKE SET ON PARAMETER session_replication_role FROM "{role}"')
             conn.exec_driver_sql(f'DROP ROLE "{role}"')
+
+
+def _fk_on(conn: Any) -> int:
+    return int(conn.exec_driver_sql("PRAGMA foreign_keys").scalar_one())
+
+
+def test_sqlite_bulk_connection_settings_hold_only_inside(sqlite_url: str, tmp_path: Any) -> None:
+    """`connect(bulk=True)` turns SQLite's per-row foreign-key checks off and lets the WAL grow for its own
+    transaction only: the pooled connection has the defaults again afterwards, also after an error, and an ingest
+    through it leaves no row pointing nowhere (`PRAGMA foreign_key_check`)."""
+    from curation.config import Config
+    from pipelines.ingest import ingest_file
+
+    store = open_store(sqlite_url)
+    sid = _source(store)
+    with store.connect(bulk=True) as conn:
+        assert _fk_on(conn) == 0
+        assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar_one() > 1000
+        insert_ignore(conn, Document.__table__, _docs(sid, range(10)), conflict=["domain", "content_hash"])
+    with pytest.raises(RuntimeError), store.connect(bulk=True) as conn:
+        raise RuntimeError("boom")
+    for _ in range(3):  # whichever pooled connection comes back
+        with store.connect() as conn:
+            assert _fk_on(conn) == 1
+            assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar_one() == 1000
+    occ = _occurrences(sid, _first_doc(store))[:5]
+    occ[2]["document_id"] = 10**12
+    with pytest.raises(Exception, match=r"(?i)foreign key"), store.connect() as conn:
+        insert_ignore(conn, Occurrence.__table__, occ, conflict=["source_id", "row_number"])
+
+    src = tmp_path / "fk.csv"
+    src.write_text("text,label\n" + "".join(f"row {i % 37} about my card,l{i % 3}\n" for i in range(300)))
+    summary = ingest_file(store, src, domain="customer_service", config=Config(), text_column="text",
+                          label_column="label")
+    assert summary["stored"] == 37 and summary["duplicates"] == 263
+    with store.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA foreign_key_check").all() == []
+        assert _fk_on(conn) == 1
+    store.close()

@@ -226,3 +226,33 @@ def test_punkt_import_leaves_the_rest_of_nltk_lazy_but_whole() -> None:
         "assert nltk.__version__"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+
+
+def test_period_contexts_use_stdlib_re_only_for_nltks_own_pattern() -> None:
+    """NLTK's default period-context pattern runs on stdlib `re` with the same matches; language variables of a
+    subclass (another pattern, maybe) keep NLTK's timeout-guarded one."""
+    import re
+
+    from nltk.tokenize.punkt import PunktLanguageVars
+
+    own = tk._period_context_finditer(PunktLanguageVars())
+    assert isinstance(getattr(own, "__self__", None), re.Pattern)
+    guarded = PunktLanguageVars().period_context_re()
+    text = 'Inc. said "no!" Then (a.) left... U.S. growth?! 5.2%. x .\tY. ]'
+    fields = ("after_tok", "next_tok")
+    assert [(m.span(), m.group(*fields)) for m in own(text)] == [
+        (m.span(), m.group(*fields)) for m in guarded.finditer(text)
+    ]
+
+    class Vars(PunktLanguageVars):
+        sent_end_chars = (".", "?", "!", ";")
+
+    other = tk._period_context_finditer(Vars())
+    assert not isinstance(getattr(other, "__self__", None), re.Pattern)
+    assert [m.start() for m in other("a; b. c")] == [1, 4]
+
+
+@given(st.text(alphabet=st.sampled_from(["a", " ", "\t", "\n", "\xa0", "\u2028", "b", "."]), max_size=12))
+def test_single_spaced_check_agrees_with_split_and_join(text: str) -> None:
+    if tk._single_spaced(text):
+        assert " ".join(text.split()) == text
