@@ -48,6 +48,11 @@ def environment() -> dict[str, Any]:
     try:
         rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                              cwd=Path(__file__).parent, check=False).stdout.strip() or None
+        # Uncommitted changes (other than results) mean the figures are not those of `rev` alone.
+        changed = subprocess.run(["git", "status", "--porcelain", "--", ".", ":!benchmarks/results"],
+                                 capture_output=True, text=True, cwd=Path(__file__).parents[1], check=False)
+        if rev and changed.stdout.strip():
+            rev += "-dirty"
     except OSError:
         rev = None
     return {

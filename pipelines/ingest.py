@@ -153,39 +153,11 @@ def _bulk_gc() -> Iterator[None]:
             gc.unfreeze()
 
 
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
-_KEEP_FREED_BYTES = 1 << 30
-
-
-def keep_freed_memory() -> bool:
-    """Ask glibc's malloc to keep freed memory for reuse instead of returning it to the system at once.
-
-    Why: each chunk allocates the same large temporaries again (numpy arrays of candidate pairs and signatures, the
-    database rows), and by default every allocation over a few MB is a fresh `mmap`, which the kernel must fill
-    with zeroed pages on first touch, and is unmapped when freed: on the 1M-row benchmark a third less system time
-    and near-duplicate assignment 25% faster with this. Process-wide and not undone, so only the `curate ingest`
-    command and ingest workers call it, never a library caller's process. Peak memory is what was in use at
-    once, as before (measured in the benchmark). Returns False where the C library has no `mallopt`.
-    """
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    mallopt(_M_MMAP_THRESHOLD, 32 * 2**20)  # the largest value that every glibc accepts
-    mallopt(_M_MMAP_THRESHOLD, _KEEP_FREED_BYTES)  # newer ones accept more; an older one keeps 32 MB
-    return bool(mallopt(_M_TRIM_THRESHOLD, _KEEP_FREED_BYTES))
-
-
 def _worker_init() -> None:
     """Ingest worker processes keep the bulk settings for their whole life (they do nothing else); spaCy is loaded
     first so that its objects are among the frozen ones."""
     from pipelines.tokenize import count_tokens
 
-    keep_freed_memory()
     count_tokens(["warm up"])
     gc.freeze()
     gc.set_threshold(_GC_GEN0, *gc.get_threshold()[1:])

@@ -4,6 +4,7 @@ Each side runs in its own process, so its peak RSS is its own. Reported: docs/s 
 (stage seconds from the run's own timers), peak RSS, and the ratio to the naive pipeline on the same rows.
 
     .venv/bin/python -m benchmarks.ingest.bench [--rows 1000000] [--naive-rows 200000] [--workers 0 2]
+        [--baseline REV [--repeat 2]]
 """
 
 from __future__ import annotations
@@ -23,11 +24,11 @@ from benchmarks.ingest.make_data import default_out, make_data
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _run_child(cmd: list[str]) -> tuple[str, float]:
+def _run_child(cmd: list[str], *, cwd: Path = REPO) -> tuple[str, float]:
     """Run a command; return its stdout and the peak RSS of it and its children together (polled)."""
     import psutil
 
-    proc = psutil.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    proc = psutil.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd)
     peak = 0
     out_chunks: list[str] = []
     import threading
@@ -58,15 +59,17 @@ def _head(src: Path, rows: int, dst: Path) -> Path:
     return dst
 
 
-def run_curate(path: Path, *, workers: int, tmp: Path) -> dict:
-    db = tmp / f"curate_w{workers}.db"
-    cfg = tmp / f"curate_w{workers}.toml"
+def run_curate(path: Path, *, workers: int, tmp: Path, repo: Path = REPO, tag: str = "") -> dict:
+    """`curate ingest` of `path` in a child process; `repo`: the checkout whose code runs (another revision's
+    worktree for a before/after comparison: `python -m` imports from the working directory first)."""
+    db = tmp / f"curate_w{workers}{tag}.db"
+    cfg = tmp / f"curate_w{workers}{tag}.toml"
     cfg.write_text(f"[ingest]\nworkers = {workers}\n")
     cmd = [sys.executable, "-m", "curation.cli", "ingest", str(path), "--domain", "customer_service",
            "--text-column", "text", "--label-column", "label", "--id-column", "id",
            "--db", f"sqlite:///{db}", "--config", str(cfg), "--json"]
     t0 = time.perf_counter()
-    stdout, peak = _run_child(cmd)
+    stdout, peak = _run_child(cmd, cwd=repo)
     out = json.loads(stdout)
     out["wall_seconds"] = round(time.perf_counter() - t0, 2)
     out["peak_rss_mb"] = round(peak, 1)
@@ -84,6 +87,32 @@ def run_naive_subprocess(path: Path, rows: int | None, *, tmp: Path) -> dict:
     return out
 
 
+def _before_after(path: Path, *, rev: str, workers: int, repeat: int, tmp: Path) -> dict:
+    """The same ingest by revision `rev` (a temporary git worktree) and by this checkout, alternately, so that both
+    see the same machine load; the store's counts must agree (same results, only the speed may differ)."""
+    tree = tmp / "baseline"
+    subprocess.run(["git", "worktree", "add", "--detach", str(tree), rev], cwd=REPO, check=True, capture_output=True)
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", rev], cwd=REPO, check=True, capture_output=True,
+                             text=True).stdout.strip()
+        runs: dict[str, list[float]] = {"baseline": [], "current": []}
+        counts = set()
+        for i in range(repeat):
+            for side, repo in (("baseline", tree), ("current", REPO)):
+                out = run_curate(path, workers=workers, tmp=tmp, repo=repo, tag=f"_{side}{i}")
+                runs[side].append(out["docs_per_s"])
+                counts.add((out["stored"], out["duplicates"], out["near_duplicate_clusters"], out["quarantined"]))
+                print(f"{side} ({sha if side == 'baseline' else 'this checkout'}) run {i + 1}: "
+                      f"{out['docs_per_s']:.0f} docs/s")
+        if len(counts) != 1:
+            raise RuntimeError(f"baseline and current stored different results: {sorted(counts)}")
+        mean = {k: round(sum(v) / len(v), 1) for k, v in runs.items()}
+        return {"revision": sha, "workers": workers, "docs_per_s": runs, "mean_docs_per_s": mean,
+                "speedup": round(mean["current"] / mean["baseline"], 3)}
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=REPO, capture_output=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=1_000_000)
@@ -92,6 +121,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 0, 2],
                     help="worker settings to run; the first is also used for the same-rows comparison (1 is what "
                     "`curate ingest` picks for a large file on 2 cores)")
+    ap.add_argument("--baseline", metavar="REV", default=None,
+                    help="also run this git revision's `curate ingest` (first --workers setting) on the same file, "
+                    "alternating with this checkout's, --repeat times each: a before/after on one machine and hour")
+    ap.add_argument("--repeat", type=int, default=2, help="runs per side with --baseline")
     args = ap.parse_args(argv)
 
     data = make_data(rows=args.rows, out=default_out(args.rows, 0), seed=0)
@@ -111,6 +144,9 @@ def main(argv: list[str] | None = None) -> int:
             }
             print(f"curate workers={w}: {out['rows_read']} rows in {out['seconds']:.1f}s = "
                   f"{out['docs_per_s']:.0f} docs/s, peak RSS {peak:.0f} MB")
+        if args.baseline:
+            results["baseline"] = _before_after(path, rev=args.baseline, workers=args.workers[0],
+                                                repeat=args.repeat, tmp=tmp)
         small = _head(path, args.naive_rows, tmp / f"head_{args.naive_rows}.csv")
         same = run_curate(small, workers=args.workers[0], tmp=tmp)
         naive = run_naive_subprocess(small, None, tmp=tmp)

@@ -47,10 +47,9 @@ def ingest(
     json_out: JsonOpt = False,
 ) -> None:
     """Read raw text files, clean them, mask PII, drop duplicates, cluster near-duplicates, and store them."""
-    from pipelines.ingest import ingest_files, keep_freed_memory
+    from pipelines.ingest import ingest_files
 
     check_domain(domain)
-    keep_freed_memory()  # this process does nothing else: large per-chunk buffers are reused, not re-mapped
     ctx = make_context(db, config)
     with progress(enabled=not json_out) as prog:
         task = prog.add_task("ingesting rows", total=None)
