@@ -3,6 +3,7 @@ from __future__ import annotations
 import csv
 import pickle
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -256,3 +257,12 @@ def test_period_contexts_use_stdlib_re_only_for_nltks_own_pattern() -> None:
 def test_single_spaced_check_agrees_with_split_and_join(text: str) -> None:
     if tk._single_spaced(text):
         assert " ".join(text.split()) == text
+
+
+_OLD_CANDIDATE = re.compile(r"[.!?\u2026][\"'\u2019\u201d)\]]*\s+\S|\n\s*\S")
+
+
+@given(st.text(alphabet=st.sampled_from(list(".!?\u2026\n \t\"')]\u2019\u201dax")), max_size=14))
+@settings(max_examples=1000)
+def test_candidate_pattern_matches_the_same_texts_as_its_plain_form(text: str) -> None:
+    assert bool(tk._CANDIDATE.search(text)) == bool(_OLD_CANDIDATE.search(text))
