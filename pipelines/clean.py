@@ -56,6 +56,7 @@ __all__ = [
     "PLACEHOLDERS",
     "clean_text",
     "clean_batch",
+    "is_single_spaced",
     "normalize_for_dedup",
     "normalize_batch",
 ]
@@ -200,6 +201,11 @@ def _financial(s: str) -> str:
 _RULES: dict[str, Callable[[str], str]] = {"customer_service": _customer_service, "financial": _financial}
 
 
+def is_single_spaced(s: str) -> bool:
+    """No white space but single spaces between words (as cleaning leaves it): `" ".join(s.split()) == s`, quicker."""
+    return s.isprintable() and "  " not in s and s[:1] != " " and s[-1:] != " "
+
+
 def _one_pass(s: str, rules: Callable[[str], str]) -> tuple[str, bool]:
     """One pass of all steps; the flag says whether the result is known to be final (pure-ASCII path)."""
     if not s.isprintable():
@@ -215,7 +221,7 @@ def _one_pass(s: str, rules: Callable[[str], str]) -> tuple[str, bool]:
         if "\u0338" in s:
             s = _PLACEHOLDER_SLASH.sub(r"\1", s)
         s = unicodedata.normalize("NFKC", s)
-    if not (s.isprintable() and "  " not in s and s[:1] != " " and s[-1:] != " "):  # else already collapsed
+    if not is_single_spaced(s):
         s = " ".join(s.split())
     if s:
         s = rules(s)

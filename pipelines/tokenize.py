@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from pipelines.clean import is_single_spaced
+
 
 def _import_punkt() -> Any:
     """NLTK's Punkt module, imported without running NLTK's package `__init__` until someone needs it.
@@ -209,15 +211,10 @@ def count_tokens(texts: Sequence[str]) -> list[int]:
             for k in retry:
                 counts[k] = sum(map(get, split[k]))
         out.extend(
-            n + (0 if _single_spaced(text) or " ".join(pieces) == text else _whitespace_tokens(text))
+            n + (0 if is_single_spaced(text) or " ".join(pieces) == text else _whitespace_tokens(text))
             for n, text, pieces in zip(counts, chunk, split, strict=True)
         )
     return out
-
-
-def _single_spaced(text: str) -> bool:
-    """No white space but single spaces between pieces (cleaned text): `" ".join(text.split()) == text`, quicker."""
-    return text.isprintable() and "  " not in text and text[:1] != " " and text[-1:] != " "
 
 
 def _whitespace_tokens(text: str) -> int:

@@ -352,3 +352,11 @@ def test_dedup_ascii_fast_paths_match_the_full_pattern(s: str) -> None:
     assert c._DEDUP_ASCII_FAST.findall(s) == expected
     if not c._DEDUP_SPECIAL.search(s):
         assert s.encode().translate(c._ASCII_LETTERS_ONLY).decode().split() == expected
+
+
+@given(st.text(alphabet=st.sampled_from(["a", " ", "\t", "\n", "\xa0", "\u2028", "b", "."]), max_size=12))
+def test_single_spaced_check_agrees_with_split_and_join(text: str) -> None:
+    from pipelines.clean import is_single_spaced
+
+    if is_single_spaced(text):
+        assert " ".join(text.split()) == text

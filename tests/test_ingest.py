@@ -345,4 +345,3 @@ def test_worker_count_choice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     assert ing._workers(3, [small], auto=False) == 3  # an explicit setting always wins
     monkeypatch.setattr(ing.os, "cpu_count", lambda: 1)
     assert ing._workers(None, [big], auto=True) == 0
-

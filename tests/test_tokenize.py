@@ -232,8 +232,6 @@ def test_punkt_import_leaves_the_rest_of_nltk_lazy_but_whole() -> None:
 def test_period_contexts_use_stdlib_re_only_for_nltks_own_pattern() -> None:
     """NLTK's default period-context pattern runs on stdlib `re` with the same matches; language variables of a
     subclass (another pattern, maybe) keep NLTK's timeout-guarded one."""
-    import re
-
     from nltk.tokenize.punkt import PunktLanguageVars
 
     own = tk._period_context_finditer(PunktLanguageVars())
@@ -251,12 +249,6 @@ def test_period_contexts_use_stdlib_re_only_for_nltks_own_pattern() -> None:
     other = tk._period_context_finditer(Vars())
     assert not isinstance(getattr(other, "__self__", None), re.Pattern)
     assert [m.start() for m in other("a; b. c")] == [1, 4]
-
-
-@given(st.text(alphabet=st.sampled_from(["a", " ", "\t", "\n", "\xa0", "\u2028", "b", "."]), max_size=12))
-def test_single_spaced_check_agrees_with_split_and_join(text: str) -> None:
-    if tk._single_spaced(text):
-        assert " ".join(text.split()) == text
 
 
 _OLD_CANDIDATE = re.compile(r"[.!?\u2026][\"'\u2019\u201d)\]]*\s+\S|\n\s*\S")
