@@ -78,6 +78,7 @@ class PIIConfig(_Strict):
 
 class IngestConfig(_Strict):
     chunk_rows: int = Field(25_000, ge=100)
+    commit_rows: int = Field(100_000, ge=1)
     max_chars: int = Field(20_000, ge=10)
     near_duplicate_threshold: float = Field(0.8, gt=0, le=1)
     shingle_size: int = Field(1, ge=1, le=5)

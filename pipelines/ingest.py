@@ -18,7 +18,7 @@ import time
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -130,6 +130,45 @@ def _workers(setting: int | None, files: Sequence[Path], *, auto: bool) -> int:
 _GC_GEN0 = 100_000
 
 
+class _Transactions:
+    """One database transaction for several chunks: committed once `commit_rows` input rows are in it.
+
+    Why: every commit writes each page the transaction changed to SQLite's WAL; the content-hash index takes its
+    inserts in random order, so each commit rewrites most of its pages however few rows went in. Fewer, larger
+    transactions write those pages fewer times. A crash still leaves whole transactions only (a re-run skips the rows
+    they recorded); the near-duplicate index is in memory and dies with a failed run.
+    """
+
+    def __init__(self, store: Store, *, commit_rows: int) -> None:
+        self.store = store
+        self.commit_rows = commit_rows
+        self._stack: ExitStack | None = None
+        self._conn: Any = None
+        self._rows = 0
+
+    def connection(self) -> Any:
+        if self._stack is None:
+            stack = ExitStack()
+            self._conn = stack.enter_context(self.store.connect(bulk=True))
+            self._stack = stack
+        return self._conn
+
+    def wrote(self, rows: int) -> None:
+        self._rows += rows
+        if self._rows >= self.commit_rows:
+            self.commit()
+
+    def commit(self) -> None:
+        stack, self._stack, self._conn, self._rows = self._stack, None, None, 0
+        if stack is not None:
+            stack.close()
+
+    def rollback(self, exc: BaseException) -> None:
+        stack, self._stack, self._conn, self._rows = self._stack, None, None, 0
+        if stack is not None:
+            stack.__exit__(type(exc), exc, exc.__traceback__)
+
+
 @contextmanager
 def _bulk_gc() -> Iterator[None]:
     """Fewer garbage-collector passes while ingesting; the previous settings come back afterwards.
@@ -213,6 +252,7 @@ def ingest_files(
     workers = _workers(config.ingest.workers, files, auto=auto_workers)
     pool = (ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_worker_init)
             if workers else None)
+    tx = _Transactions(store, commit_rows=config.ingest.commit_rows)
     try:
         params = MinHashParams(
             num_perm=config.ingest.num_perm, bands=config.ingest.bands, shingle_size=config.ingest.shingle_size,
@@ -260,17 +300,22 @@ def ingest_files(
                 for k, v in prepared.seconds.items():
                     stats.stage_seconds[k] += v
                 _store_batch(
-                    store, batch, prepared, domain=domain, source_id=source_id, source_name=name, run_id=run_id,
-                    index=index, stats=stats, timer=timer,
+                    batch, prepared, domain=domain, source_id=source_id, source_name=name, run_id=run_id,
+                    index=index, stats=stats, timer=timer, tx=tx,
                 )
+                with timer("db_commit"):
+                    tx.wrote(len(batch))
                 if on_progress:
                     on_progress(len(batch))
+            with timer("db_commit"):
+                tx.commit()
             stats.files.append({
                 "path": str(path), "source": name, "format": sniff_format(path),
                 "rows_read": stats.rows_read - before[0], "stored": stats.stored - before[1],
                 "duplicates": stats.duplicates - before[2], "quarantined": stats.quarantined - before[3],
             })
     except BaseException as exc:
+        tx.rollback(exc)
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
         finish_run(store, run_id, status="failed", stats=stats.as_dict(time.perf_counter() - t0),
@@ -351,7 +396,6 @@ def _optional(values: list[Any]) -> list[str | None]:
 
 
 def _store_batch(
-    store: Store,
     batch: pd.DataFrame,
     prep: Prepared,
     *,
@@ -362,12 +406,14 @@ def _store_batch(
     index: NearDupIndex,
     stats: IngestStats,
     timer: _Timer,
+    tx: _Transactions,
 ) -> None:
-    """Dedup against the store, write documents, occurrences, labels and quarantine in one transaction.
+    """Dedup against the store, write documents, occurrences, labels and quarantine in `tx`'s transaction.
 
     Under the domain's write lock, ids are reserved first and near-duplicate clusters computed with them, so each
     document row is written once, cluster id included, and nothing is read back. The near-duplicate index learns
-    the batch only after the transaction committed.
+    the batch after its rows are written (with the ids they really got); a transaction that fails fails the run,
+    and its index with it.
     """
     good_mask = batch["error"].isna().to_numpy()
     good = batch.loc[good_mask]
@@ -384,73 +430,71 @@ def _store_batch(
     plan: ClusterPlan | None = None
     # Every foreign key written below points at the source and run (committed before) or at a document or occurrence
     # written or read in this transaction, under the domain's write lock: SQLite need not check them row by row.
-    with store.connect(bulk=True) as conn:
-        docs_store.lock_domain_writes(conn, domain)
-        with timer("db_read"):
-            seen = docs_store.recorded_rows(conn, source_id, min(all_rows), max(all_rows)) if all_rows else set()
-        quarantine: list[dict[str, Any]] = []
-        reasons: Counter[str] = Counter()
-        for rn, raw, reason in zip(bad["row_number"].tolist(), bad["raw"].tolist(), bad["error"].tolist(),
-                                   strict=True):
-            reasons[str(reason)] += 1
-            if int(rn) not in seen:
-                quarantine.append({"source_id": source_id, "row_number": int(rn), "reason": str(reason),
-                                   "raw_payload": raw, "run_id": run_id})
-        empty = [i for i, k in enumerate(keys) if not k]
-        for i in empty:
-            reasons["empty_after_cleaning"] += 1
-            if row_nums[i] not in seen:
-                quarantine.append({"source_id": source_id, "row_number": row_nums[i],
-                                   "reason": "empty_after_cleaning", "raw_payload": raws[i], "run_id": run_id})
-        n_quarantined = len(bad) + len(empty)
-        live = [i for i, k in enumerate(keys) if k and row_nums[i] not in seen]
-        already = sum(1 for i, k in enumerate(keys) if k and row_nums[i] in seen)
-        with timer("db_read"):
-            existing = docs_store.lookup_hashes(conn, domain, (hashes[i] for i in live))
-        live_set = set(live)
-        # New documents: the chunk's first row of each text, unless the store has it or the row was recorded.
-        pos_in_first = {i: j for j, i in enumerate(prep.first)}
-        new_pos = [i for i in prep.first if i in live_set and hashes[i] not in existing]
-        with timer("db_write"):
-            new_ids = docs_store.reserve_ids(conn, "documents", len(new_pos))
-        clusters: list[int] = []
-        first_rows = [pos_in_first[i] for i in new_pos]
-        new_sigs = prep.sigs[first_rows]
-        if new_pos:
-            with timer("near_dup"):
-                plan = index.plan(np.asarray(new_ids, dtype=np.int64), new_sigs)
-            clusters = plan.clusters.tolist()
-        with timer("db_write"):
-            width = new_sigs.shape[1] * new_sigs.itemsize if new_sigs.ndim == 2 else 0
-            blob = new_sigs.tobytes()
-            rows_doc = [{
-                "id": new_ids[k], "domain": domain, "source_id": source_id, "run_id": run_id,
-                "row_number": row_nums[i], "external_id": ext[i], "group_key": grp[i], "raw_text": raw_texts[i],
-                "text": masked[i], "content_hash": hashes[i], "cluster_id": clusters[k],
-                "n_tokens": prep.n_tokens[j], "n_sentences": prep.n_sentences[j], "meta": meta[i] or None,
-                "minhash": blob[k * width : (k + 1) * width],
-            } for k, (i, j) in enumerate(zip(new_pos, first_rows, strict=True))]
-            ids_by_hash, inserted = docs_store.insert_documents(conn, rows_doc)
-            if plan is not None and inserted < len(rows_doc):
-                _adopt_concurrent(conn, plan, new_ids, [hashes[i] for i in new_pos], ids_by_hash)
-            existing.update(ids_by_hash)
-            new_set = set(new_pos)
-            occ_ids = docs_store.reserve_ids(conn, "occurrences", len(live))
-            occ_rows = [{
-                "id": occ_ids[k], "source_id": source_id, "row_number": row_nums[i],
-                "document_id": existing[hashes[i]], "external_id": ext[i], "group_key": grp[i],
-                "is_duplicate": i not in new_set, "run_id": run_id,
-            } for k, i in enumerate(live)]
-            occ_by_row = docs_store.insert_occurrences(conn, occ_rows)
-            annotator = f"import:{source_name}"
-            ann_rows = [{
-                "document_id": existing[hashes[i]], "annotator": annotator, "label": labels[i], "origin": "import",
-                "occurrence_id": occ_by_row[row_nums[i]], "run_id": run_id,
-            } for i in live if labels[i] is not None and row_nums[i] in occ_by_row]
-            stats.labels_imported += docs_store.insert_import_annotations(conn, ann_rows)
-            docs_store.insert_quarantine(conn, quarantine)
-        t_commit = time.perf_counter()
-    stats.stage_seconds["db_commit"] += time.perf_counter() - t_commit
+    conn = tx.connection()
+    docs_store.lock_domain_writes(conn, domain)
+    with timer("db_read"):
+        seen = docs_store.recorded_rows(conn, source_id, min(all_rows), max(all_rows)) if all_rows else set()
+    quarantine: list[dict[str, Any]] = []
+    reasons: Counter[str] = Counter()
+    for rn, raw, reason in zip(bad["row_number"].tolist(), bad["raw"].tolist(), bad["error"].tolist(),
+                               strict=True):
+        reasons[str(reason)] += 1
+        if int(rn) not in seen:
+            quarantine.append({"source_id": source_id, "row_number": int(rn), "reason": str(reason),
+                               "raw_payload": raw, "run_id": run_id})
+    empty = [i for i, k in enumerate(keys) if not k]
+    for i in empty:
+        reasons["empty_after_cleaning"] += 1
+        if row_nums[i] not in seen:
+            quarantine.append({"source_id": source_id, "row_number": row_nums[i],
+                               "reason": "empty_after_cleaning", "raw_payload": raws[i], "run_id": run_id})
+    n_quarantined = len(bad) + len(empty)
+    live = [i for i, k in enumerate(keys) if k and row_nums[i] not in seen]
+    already = sum(1 for i, k in enumerate(keys) if k and row_nums[i] in seen)
+    with timer("db_read"):
+        existing = docs_store.lookup_hashes(conn, domain, (hashes[i] for i in live))
+    live_set = set(live)
+    # New documents: the chunk's first row of each text, unless the store has it or the row was recorded.
+    pos_in_first = {i: j for j, i in enumerate(prep.first)}
+    new_pos = [i for i in prep.first if i in live_set and hashes[i] not in existing]
+    with timer("db_write"):
+        new_ids = docs_store.reserve_ids(conn, "documents", len(new_pos))
+    clusters: list[int] = []
+    first_rows = [pos_in_first[i] for i in new_pos]
+    new_sigs = prep.sigs[first_rows]
+    if new_pos:
+        with timer("near_dup"):
+            plan = index.plan(np.asarray(new_ids, dtype=np.int64), new_sigs)
+        clusters = plan.clusters.tolist()
+    with timer("db_write"):
+        width = new_sigs.shape[1] * new_sigs.itemsize if new_sigs.ndim == 2 else 0
+        blob = new_sigs.tobytes()
+        rows_doc = [{
+            "id": new_ids[k], "domain": domain, "source_id": source_id, "run_id": run_id,
+            "row_number": row_nums[i], "external_id": ext[i], "group_key": grp[i], "raw_text": raw_texts[i],
+            "text": masked[i], "content_hash": hashes[i], "cluster_id": clusters[k],
+            "n_tokens": prep.n_tokens[j], "n_sentences": prep.n_sentences[j], "meta": meta[i] or None,
+            "minhash": blob[k * width : (k + 1) * width],
+        } for k, (i, j) in enumerate(zip(new_pos, first_rows, strict=True))]
+        ids_by_hash, inserted = docs_store.insert_documents(conn, rows_doc)
+        if plan is not None and inserted < len(rows_doc):
+            _adopt_concurrent(conn, plan, new_ids, [hashes[i] for i in new_pos], ids_by_hash)
+        existing.update(ids_by_hash)
+        new_set = set(new_pos)
+        occ_ids = docs_store.reserve_ids(conn, "occurrences", len(live))
+        occ_rows = [{
+            "id": occ_ids[k], "source_id": source_id, "row_number": row_nums[i],
+            "document_id": existing[hashes[i]], "external_id": ext[i], "group_key": grp[i],
+            "is_duplicate": i not in new_set, "run_id": run_id,
+        } for k, i in enumerate(live)]
+        occ_by_row = docs_store.insert_occurrences(conn, occ_rows)
+        annotator = f"import:{source_name}"
+        ann_rows = [{
+            "document_id": existing[hashes[i]], "annotator": annotator, "label": labels[i], "origin": "import",
+            "occurrence_id": occ_by_row[row_nums[i]], "run_id": run_id,
+        } for i in live if labels[i] is not None and row_nums[i] in occ_by_row]
+        stats.labels_imported += docs_store.insert_import_annotations(conn, ann_rows)
+        docs_store.insert_quarantine(conn, quarantine)
     if plan is not None:
         with timer("near_dup"):
             index.commit(plan)

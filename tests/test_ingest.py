@@ -198,6 +198,48 @@ def test_chunked_ingest_matches_single_chunk(tmp_path: Path) -> None:
     assert all(res == results[0] for res in results[1:])
 
 
+def test_failure_inside_a_transaction_keeps_the_committed_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Several chunks share a transaction (`commit_rows`): a failure in the middle rolls back the open one only,
+    the store stays usable (no lock left behind), and a re-run stores exactly what is missing."""
+    import store.documents as ds
+
+    cfg = Config.model_validate({"ingest": {"chunk_rows": 100, "commit_rows": 200, "workers": 0}})
+    words = ["card", "refund", "transfer", "pin", "fee", "abroad", "limit", "blocked", "late", "twice"]
+    texts = [f"my {words[i // 2 % 10]} and {words[i // 20 % 10]} problem, ticket {i // 2}" for i in range(600)]
+    data = tmp_path / "tickets.csv"
+    pd.DataFrame({"text": texts, "label": [words[i % 7] for i in range(600)]}).to_csv(data, index=False)
+    args = dict(text_column="text", label_column="label")
+    s = open_store(f"sqlite:///{tmp_path / 'fail.db'}")
+    real = ds.insert_occurrences
+    calls = {"n": 0}
+
+    def fail_fourth(conn, rows):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise RuntimeError("disk on fire")
+        return real(conn, rows)
+
+    monkeypatch.setattr(ds, "insert_occurrences", fail_fourth)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        ingest_files(s, [data], domain="customer_service", config=cfg, **args)
+    monkeypatch.setattr(ds, "insert_occurrences", real)
+    # Chunks 1-2 were committed together; chunk 3 was in the transaction that chunk 4 failed in.
+    rows = pd.read_sql("SELECT row_number FROM occurrences UNION ALL SELECT row_number FROM quarantine",
+                       s.engine)["row_number"]
+    assert sorted(rows) == list(range(1, 201))
+    assert store_status(s)["documents"] == 100 and store_status(s)["duplicates"] == 100
+    r = ingest_files(s, [data], domain="customer_service", config=cfg, **args)
+    ref_store = open_store(f"sqlite:///{tmp_path / 'ref.db'}")
+    ref = ingest_files(ref_store, [data], domain="customer_service", config=cfg, **args)
+    assert r["already_ingested"] == 200 and r["rows_read"] == ref["rows_read"] == 600
+    got, want = store_status(s), store_status(ref_store)
+    for key in ("documents", "duplicates", "quarantined", "annotations"):
+        assert got[key] == want[key], key
+    assert sorted(documents_frame(s)["content_hash"]) == sorted(documents_frame(ref_store)["content_hash"])
+
+
 def test_ingest_restores_the_garbage_collector(tmp_path: Path) -> None:
     """Ingest runs with fewer collector passes (see pipelines.ingest._bulk_gc), also when it fails, and gives the
     caller's settings back."""
@@ -256,7 +298,7 @@ def test_killed_ingest_resumes_without_gaps_or_duplicates(tmp_path: Path) -> Non
     data = shared_data("banking77", "train.csv")
     db = f"sqlite:///{tmp_path / 'kill.db'}"
     cfg = tmp_path / "curate.toml"
-    cfg.write_text("[ingest]\nchunk_rows = 500\n")
+    cfg.write_text("[ingest]\nchunk_rows = 500\ncommit_rows = 1000\n")
     cmd = [sys.executable, "-m", "curation.cli", "ingest", str(data), "--domain", "customer_service",
            "--label-column", "category", "--db", db, "--config", str(cfg), "--json"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path,

@@ -359,8 +359,8 @@ def _fk_on(conn: Any) -> int:
 
 
 def test_sqlite_bulk_connection_settings_hold_only_inside(sqlite_url: str, tmp_path: Any) -> None:
-    """`connect(bulk=True)` turns SQLite's per-row foreign-key checks off and lets the WAL grow for its own
-    transaction only: the pooled connection has the defaults again afterwards, also after an error, and an ingest
+    """`connect(bulk=True)` turns SQLite's per-row foreign-key checks off, lets the WAL grow and the page cache
+    take 128 MiB for its own transaction only: the pooled connection has the defaults again afterwards, also after an error, and an ingest
     through it leaves no row pointing nowhere (`PRAGMA foreign_key_check`)."""
     from curation.config import Config
     from pipelines.ingest import ingest_file
@@ -370,6 +370,7 @@ def test_sqlite_bulk_connection_settings_hold_only_inside(sqlite_url: str, tmp_p
     with store.connect(bulk=True) as conn:
         assert _fk_on(conn) == 0
         assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar_one() > 1000
+        assert conn.exec_driver_sql("PRAGMA cache_size").scalar_one() < -65536  # KiB: more than 64 MiB
         insert_ignore(conn, Document.__table__, _docs(sid, range(10)), conflict=["domain", "content_hash"])
     with pytest.raises(RuntimeError), store.connect(bulk=True) as conn:
         raise RuntimeError("boom")
@@ -377,6 +378,7 @@ def test_sqlite_bulk_connection_settings_hold_only_inside(sqlite_url: str, tmp_p
         with store.connect() as conn:
             assert _fk_on(conn) == 1
             assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar_one() == 1000
+            assert conn.exec_driver_sql("PRAGMA cache_size").scalar_one() == -65536
     occ = _occurrences(sid, _first_doc(store))[:5]
     occ[2]["document_id"] = 10**12
     with pytest.raises(Exception, match=r"(?i)foreign key"), store.connect() as conn:
