@@ -30,7 +30,7 @@ import pandas as pd
 from curation.config import Config, check_domain
 from curation.errors import InputError
 from pipelines.clean import clean_batch, normalize_batch
-from pipelines.dedup import ClusterPlan, MinHashParams, NearDupIndex, signatures
+from pipelines.dedup import ClusterPlan, MinHashParams, NearDupIndex, compact_signatures, signatures
 from pipelines.pii import mask_batch
 from pipelines.readers import ReaderOptions, read_batches, sniff_format
 from pipelines.tokenize import SentenceSplitter, count_tokens, default_splitter, train_sentence_splitter
@@ -261,7 +261,7 @@ def ingest_files(
         index = NearDupIndex(params=params, min_bands=config.ingest.near_duplicate_min_bands)
         timer = _Timer(stats)
         with timer("load_index"):
-            for ids, sigs, clusters in docs_store.iter_signatures(store, domain=domain):
+            for ids, sigs, clusters in docs_store.iter_signatures(store, domain=domain, num_perm=params.num_perm):
                 index.add_existing(ids, sigs, clusters)
         for path, it in readers:
             name = source or path.name
@@ -385,7 +385,7 @@ def prepare(
     t = lap("tokenize", t)
     n_sents = splitter.count(new_texts)
     t = lap("sentences", t)
-    sigs = signatures([keys[i] for i in first], params=params)
+    sigs = compact_signatures(signatures([keys[i] for i in first], params=params))
     lap("minhash", t)
     return Prepared(masked=masked, keys=keys, hashes=hashes, pii=pii_counts, first=first, n_tokens=list(n_tokens),
                     n_sentences=list(n_sents), sigs=sigs, seconds=secs)

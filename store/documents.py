@@ -193,10 +193,25 @@ def insert_quarantine(conn: Connection, rows: Sequence[dict[str, Any]]) -> int:
     return insert_ignore(conn, Quarantine.__table__, rows, conflict=["source_id", "row_number"])
 
 
+def _compact_signature(blob: bytes, num_perm: int) -> np.ndarray:
+    """A stored signature as compact uint16 values: ingests store those (2 bytes a value); stores written before
+    kept full uint32 values (4 bytes), which come back as their low 16 bits, the same values."""
+    if len(blob) == 4 * num_perm:
+        return (np.frombuffer(blob, dtype=np.uint32) & np.uint32(0xFFFF)).astype(np.uint16)
+    if len(blob) != 2 * num_perm:
+        raise InputError(
+            f"A stored MinHash signature has {len(blob)} bytes; num_perm={num_perm} needs {2 * num_perm} "
+            f"(or {4 * num_perm} from older versions).",
+            hint="use the [ingest] num_perm the store was built with, or ingest into a new store",
+        )
+    return np.frombuffer(blob, dtype=np.uint16)
+
+
 def iter_signatures(
-    store: Store, *, domain: str, batch: int = 50_000
+    store: Store, *, domain: str, num_perm: int, batch: int = 50_000
 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """(ids, minhash signatures, cluster ids) of the domain's documents, streamed, to seed the near-dup index."""
+    """(ids, compact minhash signatures, cluster ids) of the domain's documents, streamed, to seed the near-dup
+    index."""
     last = 0
     while True:
         with store.connect() as conn:
@@ -209,7 +224,7 @@ def iter_signatures(
         if not rows:
             return
         ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        sigs = np.stack([np.frombuffer(r[1], dtype=np.uint32) for r in rows])
+        sigs = np.stack([_compact_signature(r[1], num_perm) for r in rows])
         clusters = np.fromiter(((r[2] if r[2] is not None else r[0]) for r in rows), dtype=np.int64, count=len(rows))
         yield ids, sigs, clusters
         last = int(ids[-1])

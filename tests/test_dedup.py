@@ -14,7 +14,7 @@ import pytest
 from datasketch import MinHash
 
 from curation.errors import ConfigError, InputError
-from pipelines.dedup import MinHashParams, NearDupIndex, shingle_hashes, signatures
+from pipelines.dedup import MinHashParams, NearDupIndex, compact_signatures, shingle_hashes, signatures
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 M64 = (1 << 64) - 1
@@ -208,6 +208,24 @@ def test_signatures_are_identical_in_another_process():
     assert json.loads(out.stdout) == signatures(texts).tolist()
 
 
+def test_compact_signatures_cluster_like_full_ones() -> None:
+    """The index takes full (uint32) or compact (uint16, what the store keeps) signatures, in any mix: the same
+    clusters."""
+    texts = _synthetic(3000, seed=11)
+    sigs = signatures(texts)
+    ids = np.arange(len(texts))
+    full = NearDupIndex().assign(ids, sigs)
+    compact = compact_signatures(sigs)
+    assert compact.dtype == np.uint16 and np.array_equal(compact, sigs & 0xFFFF)
+    assert np.array_equal(compact_signatures(compact), compact)
+    assert np.array_equal(NearDupIndex().assign(ids, compact), full)
+    mixed = NearDupIndex()
+    mixed.add_existing(ids[:1000], sigs[:1000], full[:1000])
+    assert np.array_equal(mixed.assign(ids[1000:], compact[1000:]), full[1000:])
+    assert (compact_signatures(signatures([""])) == 0xFFFF).all()
+    assert (full != ids).sum() > 100  # there were near-duplicates to find
+
+
 def test_index_memory_stays_small_per_document():
     texts = _synthetic(20000, seed=5)
     index = NearDupIndex()
@@ -223,7 +241,7 @@ def test_bad_input_is_rejected_with_actionable_errors():
     with pytest.raises(ConfigError):
         MinHashParams(threshold=0.0)
     index = NearDupIndex()
-    with pytest.raises(InputError, match="uint32 signatures of shape"):
+    with pytest.raises(InputError, match=r"uint32 \(or compact uint16\) signatures of shape"):
         index.assign(np.arange(2), np.zeros((2, 32), dtype=np.uint32))
     with pytest.raises(InputError, match="one cluster id per document"):
         index.add_existing(np.arange(2), signatures(["a b", "c d"]), np.arange(3))
@@ -291,4 +309,4 @@ def test_pairs_sharing_one_band_are_not_compared_by_default() -> None:
 def index_keys(sigs: np.ndarray, params: MinHashParams) -> np.ndarray:
     from pipelines.dedup import _band_keys
 
-    return _band_keys(sigs, params)
+    return _band_keys(compact_signatures(sigs), params)

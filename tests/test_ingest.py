@@ -117,6 +117,36 @@ def test_near_duplicates_share_a_cluster(store, tmp_path: Path) -> None:
     assert frame["cluster_id"].value_counts().max() == 3
 
 
+def test_signatures_stored_by_older_versions_still_count(sqlite_url: str, tmp_path: Path) -> None:
+    """Stores written before signatures were compact hold 4-byte values: a later ingest reads them as their low
+    16 bits and finds near-duplicates among them as among its own."""
+    from sqlalchemy import text as sql
+
+    from pipelines.clean import normalize_batch
+    from pipelines.dedup import MinHashParams, signatures
+
+    s = open_store(sqlite_url)
+    base = ("My card payment at the airport hotel was declined twice although there was enough money on the "
+            "account and the card is not blocked, please check what went wrong with it")
+    f = tmp_path / "old.csv"
+    pd.DataFrame({"text": [base, "How do I order a new PIN for my card?"]}).to_csv(f, index=False)
+    ingest_files(s, [f], domain="customer_service")
+    with s.engine.begin() as conn:
+        rows = conn.execute(sql("SELECT id, text, length(minhash) FROM documents")).all()
+        assert {r[2] for r in rows} == {128}  # 64 values of 2 bytes
+        ing = Config().ingest
+        params = MinHashParams(num_perm=ing.num_perm, bands=ing.bands, shingle_size=ing.shingle_size)
+        full = signatures(normalize_batch([r[1] for r in rows]), params=params)
+        for (doc_id, _, _), sig in zip(rows, full, strict=True):
+            conn.execute(sql("UPDATE documents SET minhash = :m WHERE id = :i"), {"m": sig.tobytes(), "i": doc_id})
+    g = tmp_path / "new.csv"
+    pd.DataFrame({"text": [base.replace("airport", "station")]}).to_csv(g, index=False)
+    r = ingest_files(s, [g], domain="customer_service")
+    assert r["stored"] == 1 and r["near_duplicates"] == 1
+    frame = documents_frame(s, columns=("id", "cluster_id", "text")).set_index("text")
+    assert frame.loc[base.replace("airport", "station"), "cluster_id"] == frame.loc[base, "id"]
+
+
 def test_missing_column_is_clear_and_writes_nothing(sqlite_url: str, tmp_path: Path) -> None:
     runner = CliRunner()
     res = runner.invoke(app, ["ingest", str(CS), "--domain", "customer_service", "--text-column", "body",

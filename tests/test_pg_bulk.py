@@ -360,8 +360,8 @@ def _fk_on(conn: Any) -> int:
 
 def test_sqlite_bulk_connection_settings_hold_only_inside(sqlite_url: str, tmp_path: Any) -> None:
     """`connect(bulk=True)` turns SQLite's per-row foreign-key checks off, lets the WAL grow and the page cache
-    take 128 MiB for its own transaction only: the pooled connection has the defaults again afterwards, also after an error, and an ingest
-    through it leaves no row pointing nowhere (`PRAGMA foreign_key_check`)."""
+    take 128 MiB for its own transaction only: the pooled connection has the defaults again afterwards, also after
+    an error, and an ingest through it leaves no row pointing nowhere (`PRAGMA foreign_key_check`)."""
     from curation.config import Config
     from pipelines.ingest import ingest_file
 
