@@ -128,6 +128,7 @@ def _workers(setting: int | None, files: Sequence[Path], *, auto: bool) -> int:
 
 
 _GC_GEN0 = 100_000
+_AHEAD = 3
 
 
 class _Transactions:
@@ -252,6 +253,8 @@ def ingest_files(
     workers = _workers(config.ingest.workers, files, auto=auto_workers)
     pool = (ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_worker_init)
             if workers else None)
+    if pool is not None:
+        pool.submit(int)  # starts the workers now (importing spaCy takes them a second or two), not at the first chunk
     tx = _Transactions(store, commit_rows=config.ingest.commit_rows)
     try:
         params = MinHashParams(
@@ -268,12 +271,12 @@ def ingest_files(
             source_id = docs_store.ensure_source(store, name=name, domain=domain, path=str(path.resolve()))
             before = stats.rows_read, stats.stored, stats.duplicates, stats.quarantined
             splitter: SentenceSplitter | None = None
-            pending: deque[tuple[pd.DataFrame, Future[Prepared] | Prepared]] = deque()
+            pending: deque[list[Any]] = deque()  # [batch, job, Future or Prepared], in file order
             exhausted = False
             while pending or not exhausted:
-                # Keep the workers busy: up to workers+2 chunks prepared ahead of the one being written (one more
-                # than they can work on, so that a slow chunk here or there does not leave a worker idle).
-                while not exhausted and len(pending) <= (workers + 1 if workers else 0):
+                # Keep the workers busy: up to workers+3 chunks prepared ahead of the one being written, so that a
+                # slow step here (a commit that checkpoints the WAL takes a second or two) does not leave them idle.
+                while not exhausted and len(pending) <= (workers + _AHEAD if workers else 0):
                     with timer("read"):
                         batch = next(it, None)
                     if batch is None:
@@ -288,13 +291,13 @@ def ingest_files(
                     job = dict(texts=texts, domain=domain, pii_types=list(config.pii.types), params=params,
                                splitter=splitter)
                     if pool is not None:
-                        pending.append((batch, pool.submit(prepare, **job)))  # type: ignore[arg-type]
+                        pending.append([batch, job, pool.submit(prepare, **job)])
                     else:
                         with timer("prepare"):
-                            pending.append((batch, prepare(**job)))  # type: ignore[arg-type]
+                            pending.append([batch, job, prepare(**job)])
                 if not pending:
                     break
-                batch, fut = pending.popleft()
+                batch, _, fut = pending.popleft()
                 with timer("wait_workers"):
                     prepared = fut.result() if isinstance(fut, Future) else fut
                 for k, v in prepared.seconds.items():
@@ -340,12 +343,13 @@ def ingest_file(store: Store, path: Path | str, **kwargs: Any) -> dict[str, Any]
 class Prepared:
     """The CPU-heavy part of a chunk, computed for its readable rows (in a worker process when there are many).
 
-    Token and sentence counts and MinHash signatures are computed only for the first row of each distinct text in
-    the chunk (`first`); other rows of that text are duplicates whatever the store holds.
+    Masked texts, token and sentence counts and MinHash signatures are given only for the first row of each
+    distinct text in the chunk (`first`, in that order); other rows of that text are duplicates whatever the store
+    holds. `empty`: rows whose text is empty once cleaned and normalized.
     """
 
     masked: list[str]
-    keys: list[str]
+    empty: list[int]
     hashes: list[str]
     pii: Counter[str]
     first: list[int]
@@ -387,7 +391,10 @@ def prepare(
     t = lap("sentences", t)
     sigs = compact_signatures(signatures([keys[i] for i in first], params=params))
     lap("minhash", t)
-    return Prepared(masked=masked, keys=keys, hashes=hashes, pii=pii_counts, first=first, n_tokens=list(n_tokens),
+    # Only what the writer needs goes back (the result crosses a pipe): masked texts of the new rows only, and
+    # the positions whose normalized text is empty instead of all normalized texts.
+    return Prepared(masked=new_texts, empty=[i for i, k in enumerate(keys) if not k], hashes=hashes, pii=pii_counts,
+                    first=first, n_tokens=list(n_tokens),
                     n_sentences=list(n_sents), sigs=sigs, seconds=secs)
 
 
@@ -426,7 +433,7 @@ def _store_batch(
     grp = _optional(good["group"].tolist())
     meta = good["meta"].tolist()
     labels = _optional(good["label"].tolist())
-    keys, hashes, masked = prep.keys, prep.hashes, prep.masked
+    hashes, empty = prep.hashes, prep.empty
     plan: ClusterPlan | None = None
     # Every foreign key written below points at the source and run (committed before) or at a document or occurrence
     # written or read in this transaction, under the domain's write lock: SQLite need not check them row by row.
@@ -442,15 +449,15 @@ def _store_batch(
         if int(rn) not in seen:
             quarantine.append({"source_id": source_id, "row_number": int(rn), "reason": str(reason),
                                "raw_payload": raw, "run_id": run_id})
-    empty = [i for i, k in enumerate(keys) if not k]
+    empty_set = set(empty)
     for i in empty:
         reasons["empty_after_cleaning"] += 1
         if row_nums[i] not in seen:
             quarantine.append({"source_id": source_id, "row_number": row_nums[i],
                                "reason": "empty_after_cleaning", "raw_payload": raws[i], "run_id": run_id})
     n_quarantined = len(bad) + len(empty)
-    live = [i for i, k in enumerate(keys) if k and row_nums[i] not in seen]
-    already = sum(1 for i, k in enumerate(keys) if k and row_nums[i] in seen)
+    live = [i for i in range(len(row_nums)) if i not in empty_set and row_nums[i] not in seen]
+    already = sum(1 for i in range(len(row_nums)) if i not in empty_set and row_nums[i] in seen)
     with timer("db_read"):
         existing = docs_store.lookup_hashes(conn, domain, (hashes[i] for i in live))
     live_set = set(live)
@@ -472,7 +479,7 @@ def _store_batch(
         rows_doc = [{
             "id": new_ids[k], "domain": domain, "source_id": source_id, "run_id": run_id,
             "row_number": row_nums[i], "external_id": ext[i], "group_key": grp[i], "raw_text": raw_texts[i],
-            "text": masked[i], "content_hash": hashes[i], "cluster_id": clusters[k],
+            "text": prep.masked[j], "content_hash": hashes[i], "cluster_id": clusters[k],
             "n_tokens": prep.n_tokens[j], "n_sentences": prep.n_sentences[j], "meta": meta[i] or None,
             "minhash": blob[k * width : (k + 1) * width],
         } for k, (i, j) in enumerate(zip(new_pos, first_rows, strict=True))]
