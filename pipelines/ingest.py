@@ -15,6 +15,7 @@ import gc
 import hashlib
 import os
 import time
+import uuid
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -256,6 +257,7 @@ def ingest_files(
     if pool is not None:
         pool.submit(int)  # starts the workers now (importing spaCy takes them a second or two), not at the first chunk
     tx = _Transactions(store, commit_rows=config.ingest.commit_rows)
+    scope = uuid.uuid4().hex  # this run, for the workers' memory of texts they prepared (see _Prepared)
     try:
         params = MinHashParams(
             num_perm=config.ingest.num_perm, bands=config.ingest.bands, shingle_size=config.ingest.shingle_size,
@@ -264,6 +266,10 @@ def ingest_files(
         index = NearDupIndex(params=params, min_bands=config.ingest.near_duplicate_min_bands)
         timer = _Timer(stats)
         with timer("load_index"):
+            # With at most one worker, a text that the worker did not skip (see _Prepared) was not stored by this run:
+            # only those whose hash prefix the store had at the start need a look-up. Several workers each know
+            # their own chunks only, so every text is looked up.
+            stored_before = docs_store.hash_prefixes(store, domain=domain) if workers <= 1 else None
             for ids, sigs, clusters in docs_store.iter_signatures(store, domain=domain, num_perm=params.num_perm):
                 index.add_existing(ids, sigs, clusters)
         for path, it in readers:
@@ -289,7 +295,7 @@ def ingest_files(
                             splitter = train_sentence_splitter(sample) if len(sample) >= 200 else default_splitter()
                     texts = batch.loc[batch["error"].isna(), "text"].astype(str).tolist()
                     job = dict(texts=texts, domain=domain, pii_types=list(config.pii.types), params=params,
-                               splitter=splitter)
+                               splitter=splitter, scope=scope)
                     if pool is not None:
                         pending.append([batch, job, pool.submit(prepare, **job)])
                     else:
@@ -297,14 +303,14 @@ def ingest_files(
                             pending.append([batch, job, prepare(**job)])
                 if not pending:
                     break
-                batch, _, fut = pending.popleft()
+                batch, job, fut = pending.popleft()
                 with timer("wait_workers"):
                     prepared = fut.result() if isinstance(fut, Future) else fut
                 for k, v in prepared.seconds.items():
                     stats.stage_seconds[k] += v
                 _store_batch(
-                    batch, prepared, domain=domain, source_id=source_id, source_name=name, run_id=run_id,
-                    index=index, stats=stats, timer=timer, tx=tx,
+                    batch, prepared, job, domain=domain, source_id=source_id, source_name=name, run_id=run_id,
+                    index=index, stats=stats, timer=timer, tx=tx, stored_before=stored_before,
                 )
                 with timer("db_commit"):
                     tx.wrote(len(batch))
@@ -359,9 +365,53 @@ class Prepared:
     seconds: dict[str, float]
 
 
+_PREPARED_LIMIT = 1_000_000
+
+
+class _Prepared:
+    """Texts (64-bit prefixes of their content hashes) this process prepared earlier in the same run.
+
+    Why: a text seen in an earlier chunk is a duplicate by the time its chunk is written (the earlier chunk stored
+    it, or the store had it), so its tokens, sentences and signature would be thrown away; on the benchmark's
+    1M rows that is one text in eight. Scoped to one run (a later run, another store or a library caller's next
+    call starts afresh) and bounded (cleared past a million texts, it is only a shortcut). A prefix that collides,
+    or a text first seen at a row an earlier run recorded under another hash, is found missing by the writer,
+    which prepares it itself (`_prepare_missing`).
+    """
+
+    scope: str | None = None
+    hashes: set[int] = set()
+
+    @classmethod
+    def split(cls, scope: str | None, hashes: list[str], first: list[int]) -> list[int]:
+        """The positions of `first` not prepared before in `scope`; all of them are remembered."""
+        if scope is None:
+            return first
+        if scope != cls.scope or len(cls.hashes) > _PREPARED_LIMIT:
+            cls.scope, cls.hashes = scope, set()
+        known = cls.hashes
+        fresh = []
+        for i in first:
+            key = int(hashes[i][:16], 16)
+            if key not in known:
+                known.add(key)
+                fresh.append(i)
+        return fresh
+
+
 def prepare(
-    *, texts: list[str], domain: str, pii_types: list[str], params: MinHashParams, splitter: SentenceSplitter
+    *,
+    texts: list[str],
+    domain: str,
+    pii_types: list[str],
+    params: MinHashParams,
+    splitter: SentenceSplitter,
+    scope: str | None = None,
 ) -> Prepared:
+    """Clean, mask, normalize and hash every text; tokens, sentences and signatures for the new ones.
+
+    `scope` (a run): skip texts this process prepared for an earlier chunk of that run (see `_Prepared`).
+    """
     secs: dict[str, float] = {}
 
     def lap(name: str, t: float) -> float:
@@ -384,6 +434,7 @@ def prepare(
         if k and h not in seen:
             seen.add(h)
             first.append(i)
+    first = _Prepared.split(scope, hashes, first)
     new_texts = [masked[i] for i in first]
     n_tokens = count_tokens(new_texts)
     t = lap("tokenize", t)
@@ -405,6 +456,7 @@ def _optional(values: list[Any]) -> list[str | None]:
 def _store_batch(
     batch: pd.DataFrame,
     prep: Prepared,
+    job: dict[str, Any],
     *,
     domain: str,
     source_id: int,
@@ -414,6 +466,7 @@ def _store_batch(
     stats: IngestStats,
     timer: _Timer,
     tx: _Transactions,
+    stored_before: np.ndarray | None,
 ) -> None:
     """Dedup against the store, write documents, occurrences, labels and quarantine in `tx`'s transaction.
 
@@ -459,7 +512,9 @@ def _store_batch(
     live = [i for i in range(len(row_nums)) if i not in empty_set and row_nums[i] not in seen]
     already = sum(1 for i in range(len(row_nums)) if i not in empty_set and row_nums[i] in seen)
     with timer("db_read"):
-        existing = docs_store.lookup_hashes(conn, domain, (hashes[i] for i in live))
+        ask = live if stored_before is None else _may_be_stored(live, prep, stored_before)
+        existing = docs_store.lookup_hashes(conn, domain, (hashes[i] for i in ask))
+    prep = _prepare_missing(prep, live, existing, raw_texts, job)
     live_set = set(live)
     # New documents: the chunk's first row of each text, unless the store has it or the row was recorded.
     pos_in_first = {i: j for j, i in enumerate(prep.first)}
@@ -519,11 +574,54 @@ def _store_batch(
         stats.pii_masked.update(prep.pii)
 
 
+def _may_be_stored(live: list[int], prep: Prepared, stored_before: np.ndarray) -> list[int]:
+    """The rows whose text the store may hold: repeats of texts prepared before in this run, and new texts whose
+    hash prefix the store had at the start. A text wrongly left out (another writer stored it meanwhile) collides
+    on insert and is read back there (`insert_documents`), so this only saves look-ups, never decides."""
+    first = set(prep.first)
+    ask = [i for i in live if i not in first]
+    fresh = [i for i in live if i in first]
+    if stored_before.size and fresh:
+        pre = docs_store.hash_prefix_array([prep.hashes[i] for i in fresh])
+        pos = np.minimum(np.searchsorted(stored_before, pre), stored_before.size - 1)
+        ask += [i for i, hit in zip(fresh, (stored_before[pos] == pre).tolist(), strict=True) if hit]
+    return ask
+
+
+def _prepare_missing(
+    prep: Prepared, live: list[int], existing: dict[str, int], texts: list[str], job: dict[str, Any]
+) -> Prepared:
+    """`prep` with the texts it skipped as prepared before (see `_Prepared`) that the store does not have after
+    all, prepared here; usually there are none and `prep` comes back as it is."""
+    hashes = prep.hashes
+    given = {hashes[i] for i in prep.first}
+    missing: list[int] = []
+    for i in live:
+        h = hashes[i]
+        if h not in existing and h not in given:
+            given.add(h)
+            missing.append(i)
+    if not missing:
+        return prep
+    extra = prepare(**{**job, "texts": [texts[i] for i in missing], "scope": None})
+    rows = prep.first + [missing[j] for j in extra.first]
+    masked = prep.masked + extra.masked
+    n_tokens = prep.n_tokens + extra.n_tokens
+    n_sentences = prep.n_sentences + extra.n_sentences
+    sigs = np.concatenate([prep.sigs, extra.sigs])
+    order = sorted(range(len(rows)), key=rows.__getitem__)
+    return Prepared(
+        masked=[masked[k] for k in order], empty=prep.empty, hashes=hashes, pii=prep.pii,
+        first=[rows[k] for k in order], n_tokens=[n_tokens[k] for k in order],
+        n_sentences=[n_sentences[k] for k in order], sigs=sigs[order], seconds=prep.seconds,
+    )
+
+
 def _adopt_concurrent(
     conn: Any, plan: ClusterPlan, new_ids: list[int], new_hashes: list[str], ids_by_hash: dict[str, int]
 ) -> None:
-    """Some reserved rows were not inserted: another writer stored those texts first (only possible when it does
-    not take `lock_domain_writes`). Their reserved ids never existed, so the batch's cluster ids that point at
+    """Some reserved rows were not inserted: the store had those texts after all (another writer that does not take
+    `lock_domain_writes` stored them, or a repeat that `_may_be_stored` could not recognise). Their reserved ids never existed, so the batch's cluster ids that point at
     them are moved to the real documents, in the plan and in the rows this run did write."""
     mapping = {pid: ids_by_hash[h] for pid, h in zip(new_ids, new_hashes, strict=True) if ids_by_hash[h] != pid}
     written = plan.clusters.copy()

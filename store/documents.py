@@ -31,6 +31,8 @@ __all__ = [
     "insert_import_annotations",
     "insert_quarantine",
     "iter_signatures",
+    "hash_prefixes",
+    "hash_prefix_array",
     "documents_frame",
     "annotations_frame",
     "quarantine_frame",
@@ -205,6 +207,45 @@ def _compact_signature(blob: bytes, num_perm: int) -> np.ndarray:
             hint="use the [ingest] num_perm the store was built with, or ingest into a new store",
         )
     return np.frombuffer(blob, dtype=np.uint16)
+
+
+def hash_prefixes(store: Store, *, domain: str, batch: int = 200_000) -> np.ndarray:
+    """The first 64 bits of every content hash of the domain's documents, sorted (uint64): a compact filter for
+    "might this text be stored already?" (8 bytes a document)."""
+    parts: list[np.ndarray] = []
+    last = 0
+    while True:
+        with store.connect() as conn:
+            rows = conn.execute(
+                select(Document.id, Document.content_hash)
+                .where(Document.domain == domain, Document.id > last)
+                .order_by(Document.id)
+                .limit(batch)
+            ).all()
+        if not rows:
+            break
+        parts.append(hash_prefix_array([r[1] for r in rows]))
+        last = int(rows[-1][0])
+    out = np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint64)
+    out.sort()
+    return out
+
+
+def hash_prefix_array(hashes: Sequence[str]) -> np.ndarray:
+    """The first 64 bits of hex content hashes as uint64 (one that is not hex gives 0: no hex hash has its value,
+    so a filter with it only says "maybe" a little more often)."""
+    try:
+        return np.frombuffer(bytes.fromhex("".join(h[:16].ljust(16, "0") for h in hashes)), dtype=">u8").astype(
+            np.uint64
+        )
+    except ValueError:
+        out = np.zeros(len(hashes), dtype=np.uint64)
+        for k, h in enumerate(hashes):
+            try:
+                out[k] = int(h[:16], 16)
+            except ValueError:
+                pass
+        return out
 
 
 def iter_signatures(

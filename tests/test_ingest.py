@@ -270,6 +270,55 @@ def test_failure_inside_a_transaction_keeps_the_committed_ones(
     assert sorted(documents_frame(s)["content_hash"]) == sorted(documents_frame(ref_store)["content_hash"])
 
 
+@pytest.mark.parametrize("workers", [0, 1])
+def test_texts_prepared_in_an_earlier_chunk_are_not_prepared_again(tmp_path: Path, workers: int) -> None:
+    """A text repeated in a later chunk is a duplicate: its tokens, sentences and signature are not computed again,
+    and the results are those of one big chunk. A text first met at a row that an earlier run recorded under
+    another hash (e.g. before a cleaning rule changed) is not in the store under its hash: the writer prepares
+    it itself when it comes again."""
+    from sqlalchemy import text as sql
+
+    import pipelines.ingest as ing
+
+    words = ["card", "refund", "transfer", "pin", "fee", "abroad", "limit", "blocked", "late", "twice"]
+    texts = [f"my {words[j % 10]} and {words[j // 10 % 10]} problem number {j}." for j in (i % 70 for i in range(300))]
+    data = tmp_path / "repeats.csv"
+    pd.DataFrame({"text": texts, "label": ["x"] * 300}).to_csv(data, index=False)
+    results = []
+    # chunk, memory limit: 5 texts makes the memory forget (repeats look new, collide on insert and are read back)
+    for chunk, limit in ((100, None), (10_000, None), (100, 5)):
+        s = open_store(f"sqlite:///{tmp_path / f'r{chunk}_{workers}_{limit}.db'}")
+        cfg = Config.model_validate({"ingest": {"chunk_rows": chunk, "workers": workers}})
+        with pytest.MonkeyPatch.context() as mp:
+            if limit is not None and workers == 0:
+                mp.setattr(ing, "_PREPARED_LIMIT", limit)
+            r = ingest_files(s, [data], domain="customer_service", config=cfg, text_column="text",
+                             label_column="label")
+        assert _balanced(r) and r["stored"] == 70 and r["duplicates"] == 230
+        frame = documents_frame(s, columns=("id", "text", "cluster_id", "n_tokens", "n_sentences"))
+        assert set(frame["cluster_id"]) <= set(frame["id"])
+        results.append(frame.drop(columns="id").to_dict("records"))
+        assert len(annotations_frame(s)) == 300
+    assert results[0] == results[1] == results[2]
+
+    # The store holds row 1's text under another hash; rows 1-100 are recorded, row 71 (same text) is not yet.
+    s = open_store(f"sqlite:///{tmp_path / f'r100_{workers}_None.db'}")
+    with s.engine.begin() as conn:
+        conn.execute(sql("UPDATE documents SET content_hash = 'old-' || content_hash WHERE row_number = 1"))
+        conn.execute(sql("DELETE FROM annotations WHERE occurrence_id IN (SELECT id FROM occurrences "
+                         "WHERE row_number > 100)"))
+        conn.execute(sql("DELETE FROM occurrences WHERE row_number > 100"))
+    longer = tmp_path / "repeats_again.csv"
+    pd.DataFrame({"text": texts[:100] + [texts[0]] * 3, "label": ["x"] * 103}).to_csv(longer, index=False)
+    cfg = Config.model_validate({"ingest": {"chunk_rows": 100, "workers": workers}})
+    r = ingest_files(s, [longer], domain="customer_service", config=cfg, text_column="text", label_column="label",
+                     source="repeats.csv")
+    assert _balanced(r) and r["already_ingested"] == 100 and r["stored"] == 1 and r["duplicates"] == 102
+    again = documents_frame(s, columns=("id", "text", "content_hash", "n_tokens", "n_sentences"))
+    mine = again[(again["text"] == texts[0]) & ~again["content_hash"].str.startswith("old-")]
+    assert len(mine) == 1 and mine["n_tokens"].iloc[0] > 0 and mine["n_sentences"].iloc[0] == 1
+
+
 def test_ingest_restores_the_garbage_collector(tmp_path: Path) -> None:
     """Ingest runs with fewer collector passes (see pipelines.ingest._bulk_gc), also when it fails, and gives the
     caller's settings back."""
