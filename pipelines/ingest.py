@@ -12,7 +12,6 @@ skips the rows already recorded, so nothing is lost and nothing is stored twice.
 from __future__ import annotations
 
 import gc
-import hashlib
 import os
 import time
 import uuid
@@ -30,11 +29,10 @@ import pandas as pd
 
 from curation.config import Config, check_domain
 from curation.errors import InputError
-from pipelines.clean import clean_batch, normalize_batch
-from pipelines.dedup import ClusterPlan, MinHashParams, NearDupIndex, compact_signatures, signatures
-from pipelines.pii import mask_batch
+from pipelines.dedup import ClusterPlan, MinHashParams, NearDupIndex
+from pipelines.prepare import GC_GEN0, Prepared, prepare, worker_init
 from pipelines.readers import ReaderOptions, read_batches, sniff_format
-from pipelines.tokenize import SentenceSplitter, count_tokens, default_splitter, train_sentence_splitter
+from pipelines.tokenize import SentenceSplitter, default_splitter, train_sentence_splitter
 from store import documents as docs_store
 from store.engine import Store
 from store.runs import finish_run, start_run
@@ -81,17 +79,6 @@ class IngestStats:
         }
 
 
-def _sha1(texts: Sequence[str]) -> list[str]:
-    return [hashlib.sha1(t.encode("utf-8", "surrogatepass")).hexdigest() for t in texts]
-
-
-def _none_if_blank(v: Any) -> str | None:
-    if v is None or (isinstance(v, float) and np.isnan(v)):
-        return None
-    s = str(v).strip()
-    return s or None
-
-
 class _Timer:
     def __init__(self, stats: IngestStats) -> None:
         self.stats = stats
@@ -128,7 +115,6 @@ def _workers(setting: int | None, files: Sequence[Path], *, auto: bool) -> int:
     return 1 if (os.cpu_count() or 1) >= 2 and size >= _AUTO_WORKER_BYTES else 0
 
 
-_GC_GEN0 = 100_000
 _AHEAD = 3
 
 
@@ -185,23 +171,13 @@ def _bulk_gc() -> Iterator[None]:
     freeze = gc.get_freeze_count() == 0  # a caller that froze objects itself keeps them frozen: leave it alone
     if freeze:
         gc.freeze()
-    gc.set_threshold(_GC_GEN0, old[1], old[2])
+    gc.set_threshold(GC_GEN0, old[1], old[2])
     try:
         yield
     finally:
         gc.set_threshold(*old)
         if freeze:
             gc.unfreeze()
-
-
-def _worker_init() -> None:
-    """Ingest worker processes keep the bulk settings for their whole life (they do nothing else); spaCy is loaded
-    first so that its objects are among the frozen ones."""
-    from pipelines.tokenize import count_tokens
-
-    count_tokens(["warm up"])
-    gc.freeze()
-    gc.set_threshold(_GC_GEN0, *gc.get_threshold()[1:])
 
 
 @_bulk_gc()
@@ -252,12 +228,12 @@ def ingest_files(
         "label_column": label_column, "id_column": id_column, "group_column": group_column, "source": source,
     })
     workers = _workers(config.ingest.workers, files, auto=auto_workers)
-    pool = (ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_worker_init)
+    pool = (ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=worker_init)
             if workers else None)
     if pool is not None:
         pool.submit(int)  # starts the workers now (importing spaCy takes them a second or two), not at the first chunk
     tx = _Transactions(store, commit_rows=config.ingest.commit_rows)
-    scope = uuid.uuid4().hex  # this run, for the workers' memory of texts they prepared (see _Prepared)
+    scope = uuid.uuid4().hex  # this run, for the workers' memory of texts they prepared (see pipelines/prepare.py)
     try:
         params = MinHashParams(
             num_perm=config.ingest.num_perm, bands=config.ingest.bands, shingle_size=config.ingest.shingle_size,
@@ -266,9 +242,9 @@ def ingest_files(
         index = NearDupIndex(params=params, min_bands=config.ingest.near_duplicate_min_bands)
         timer = _Timer(stats)
         with timer("load_index"):
-            # With at most one worker, a text that the worker did not skip (see _Prepared) was not stored by this run:
-            # only those whose hash prefix the store had at the start need a look-up. Several workers each know
-            # their own chunks only, so every text is looked up.
+            # With at most one worker, a text that the worker did not skip (see pipelines/prepare.py) was not
+            # stored by this run: only those whose hash prefix the store had at the start need a look-up. Several
+            # workers each know their own chunks only, so every text is looked up.
             stored_before = docs_store.hash_prefixes(store, domain=domain) if workers <= 1 else None
             for ids, sigs, clusters in docs_store.iter_signatures(store, domain=domain, num_perm=params.num_perm):
                 index.add_existing(ids, sigs, clusters)
@@ -345,114 +321,6 @@ def ingest_file(store: Store, path: Path | str, **kwargs: Any) -> dict[str, Any]
     return ingest_files(store, [path], **kwargs)
 
 
-@dataclass
-class Prepared:
-    """The CPU-heavy part of a chunk, computed for its readable rows (in a worker process when there are many).
-
-    Masked texts, token and sentence counts and MinHash signatures are given only for the first row of each
-    distinct text in the chunk (`first`, in that order); other rows of that text are duplicates whatever the store
-    holds. `empty`: rows whose text is empty once cleaned and normalized.
-    """
-
-    masked: list[str]
-    empty: list[int]
-    hashes: list[str]
-    pii: Counter[str]
-    first: list[int]
-    n_tokens: list[int]
-    n_sentences: list[int]
-    sigs: np.ndarray
-    seconds: dict[str, float]
-
-
-_PREPARED_LIMIT = 1_000_000
-
-
-class _Prepared:
-    """Texts (64-bit prefixes of their content hashes) this process prepared earlier in the same run.
-
-    Why: a text seen in an earlier chunk is a duplicate by the time its chunk is written (the earlier chunk stored
-    it, or the store had it), so its tokens, sentences and signature would be thrown away; on the benchmark's
-    1M rows that is one text in eight. Scoped to one run (a later run, another store or a library caller's next
-    call starts afresh) and bounded (cleared past a million texts, it is only a shortcut). A prefix that collides,
-    or a text first seen at a row an earlier run recorded under another hash, is found missing by the writer,
-    which prepares it itself (`_prepare_missing`).
-    """
-
-    scope: str | None = None
-    hashes: set[int] = set()
-
-    @classmethod
-    def split(cls, scope: str | None, hashes: list[str], first: list[int]) -> list[int]:
-        """The positions of `first` not prepared before in `scope`; all of them are remembered."""
-        if scope is None:
-            return first
-        if scope != cls.scope or len(cls.hashes) > _PREPARED_LIMIT:
-            cls.scope, cls.hashes = scope, set()
-        known = cls.hashes
-        fresh = []
-        for i in first:
-            key = int(hashes[i][:16], 16)
-            if key not in known:
-                known.add(key)
-                fresh.append(i)
-        return fresh
-
-
-def prepare(
-    *,
-    texts: list[str],
-    domain: str,
-    pii_types: list[str],
-    params: MinHashParams,
-    splitter: SentenceSplitter,
-    scope: str | None = None,
-) -> Prepared:
-    """Clean, mask, normalize and hash every text; tokens, sentences and signatures for the new ones.
-
-    `scope` (a run): skip texts this process prepared for an earlier chunk of that run (see `_Prepared`).
-    """
-    secs: dict[str, float] = {}
-
-    def lap(name: str, t: float) -> float:
-        now = time.perf_counter()
-        secs[name] = secs.get(name, 0.0) + now - t
-        return now
-
-    t = time.perf_counter()
-    cleaned = clean_batch(texts, domain=domain)
-    t = lap("clean", t)
-    masked, pii_counts = mask_batch(cleaned, types=pii_types)
-    t = lap("mask_pii", t)
-    keys = normalize_batch(masked)
-    t = lap("normalize", t)
-    hashes = _sha1(keys)
-    t = lap("hash", t)
-    seen: set[str] = set()
-    first: list[int] = []
-    for i, (h, k) in enumerate(zip(hashes, keys, strict=True)):
-        if k and h not in seen:
-            seen.add(h)
-            first.append(i)
-    first = _Prepared.split(scope, hashes, first)
-    new_texts = [masked[i] for i in first]
-    n_tokens = count_tokens(new_texts)
-    t = lap("tokenize", t)
-    n_sents = splitter.count(new_texts)
-    t = lap("sentences", t)
-    sigs = compact_signatures(signatures([keys[i] for i in first], params=params))
-    lap("minhash", t)
-    # Only what the writer needs goes back (the result crosses a pipe): masked texts of the new rows only, and
-    # the positions whose normalized text is empty instead of all normalized texts.
-    return Prepared(masked=new_texts, empty=[i for i, k in enumerate(keys) if not k], hashes=hashes, pii=pii_counts,
-                    first=first, n_tokens=list(n_tokens),
-                    n_sentences=list(n_sents), sigs=sigs, seconds=secs)
-
-
-def _optional(values: list[Any]) -> list[str | None]:
-    return [_none_if_blank(v) for v in values]
-
-
 def _store_batch(
     batch: pd.DataFrame,
     prep: Prepared,
@@ -482,10 +350,11 @@ def _store_batch(
     all_rows = [int(x) for x in batch["row_number"].tolist()]
     raws = good["raw"].tolist()
     raw_texts = good["text"].astype(str).tolist()
-    ext = _optional(good["external_id"].tolist())
-    grp = _optional(good["group"].tolist())
+    # The readers give these columns as stripped strings or None, never blank (see readers._frame).
+    ext = good["external_id"].tolist()
+    grp = good["group"].tolist()
     meta = good["meta"].tolist()
-    labels = _optional(good["label"].tolist())
+    labels = good["label"].tolist()
     hashes, empty = prep.hashes, prep.empty
     plan: ClusterPlan | None = None
     # Every foreign key written below points at the source and run (committed before) or at a document or occurrence
@@ -591,8 +460,8 @@ def _may_be_stored(live: list[int], prep: Prepared, stored_before: np.ndarray) -
 def _prepare_missing(
     prep: Prepared, live: list[int], existing: dict[str, int], texts: list[str], job: dict[str, Any]
 ) -> Prepared:
-    """`prep` with the texts it skipped as prepared before (see `_Prepared`) that the store does not have after
-    all, prepared here; usually there are none and `prep` comes back as it is."""
+    """`prep` with the texts it skipped as prepared before (see pipelines/prepare.py) that the store does not have
+    after all, prepared here; usually there are none and `prep` comes back as it is."""
     hashes = prep.hashes
     given = {hashes[i] for i in prep.first}
     missing: list[int] = []
@@ -621,8 +490,9 @@ def _adopt_concurrent(
     conn: Any, plan: ClusterPlan, new_ids: list[int], new_hashes: list[str], ids_by_hash: dict[str, int]
 ) -> None:
     """Some reserved rows were not inserted: the store had those texts after all (another writer that does not take
-    `lock_domain_writes` stored them, or a repeat that `_may_be_stored` could not recognise). Their reserved ids never existed, so the batch's cluster ids that point at
-    them are moved to the real documents, in the plan and in the rows this run did write."""
+    `lock_domain_writes` stored them, or a repeat that `_may_be_stored` could not recognise). Their reserved ids
+    never existed, so the batch's cluster ids that point at them are moved to the real documents, in the plan and
+    in the rows this run did write."""
     mapping = {pid: ids_by_hash[h] for pid, h in zip(new_ids, new_hashes, strict=True) if ids_by_hash[h] != pid}
     written = plan.clusters.copy()
     plan.relabel(mapping)

@@ -278,7 +278,7 @@ def test_texts_prepared_in_an_earlier_chunk_are_not_prepared_again(tmp_path: Pat
     it itself when it comes again."""
     from sqlalchemy import text as sql
 
-    import pipelines.ingest as ing
+    import pipelines.prepare as prep
 
     words = ["card", "refund", "transfer", "pin", "fee", "abroad", "limit", "blocked", "late", "twice"]
     texts = [f"my {words[j % 10]} and {words[j // 10 % 10]} problem number {j}." for j in (i % 70 for i in range(300))]
@@ -291,7 +291,7 @@ def test_texts_prepared_in_an_earlier_chunk_are_not_prepared_again(tmp_path: Pat
         cfg = Config.model_validate({"ingest": {"chunk_rows": chunk, "workers": workers}})
         with pytest.MonkeyPatch.context() as mp:
             if limit is not None and workers == 0:
-                mp.setattr(ing, "_PREPARED_LIMIT", limit)
+                mp.setattr(prep, "_PREPARED_LIMIT", limit)
             r = ingest_files(s, [data], domain="customer_service", config=cfg, text_column="text",
                              label_column="label")
         assert _balanced(r) and r["stored"] == 70 and r["duplicates"] == 230

@@ -1,0 +1,143 @@
+"""The CPU-heavy part of an ingest chunk: clean, mask, normalize, hash, and for new texts tokens, sentences and
+MinHash signatures. Runs in worker processes for large inputs.
+
+Why a module of its own: a worker process imports only this (and the stages it calls), not the store, SQLAlchemy
+and Alembic that the writing side needs, so it starts sooner.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipelines.clean import clean_batch, normalize_batch
+from pipelines.dedup import MinHashParams, compact_signatures, signatures
+from pipelines.pii import mask_batch
+from pipelines.tokenize import SentenceSplitter, count_tokens
+
+__all__ = ["GC_GEN0", "Prepared", "prepare", "worker_init"]
+
+GC_GEN0 = 100_000
+
+
+def _sha1(texts: Sequence[str]) -> list[str]:
+    return [hashlib.sha1(t.encode("utf-8", "surrogatepass")).hexdigest() for t in texts]
+
+
+
+def worker_init() -> None:
+    """Ingest worker processes keep the bulk settings for their whole life (they do nothing else); spaCy is loaded
+    first so that its objects are among the frozen ones."""
+    count_tokens(["warm up"])
+    gc.freeze()
+    gc.set_threshold(GC_GEN0, *gc.get_threshold()[1:])
+
+
+@dataclass
+class Prepared:
+    """The CPU-heavy part of a chunk, computed for its readable rows (in a worker process when there are many).
+
+    Masked texts, token and sentence counts and MinHash signatures are given only for the first row of each
+    distinct text in the chunk (`first`, in that order); other rows of that text are duplicates whatever the store
+    holds. `empty`: rows whose text is empty once cleaned and normalized.
+    """
+
+    masked: list[str]
+    empty: list[int]
+    hashes: list[str]
+    pii: Counter[str]
+    first: list[int]
+    n_tokens: list[int]
+    n_sentences: list[int]
+    sigs: np.ndarray
+    seconds: dict[str, float]
+
+
+_PREPARED_LIMIT = 1_000_000
+
+
+class _Prepared:
+    """Texts (64-bit prefixes of their content hashes) this process prepared earlier in the same run.
+
+    Why: a text seen in an earlier chunk is a duplicate by the time its chunk is written (the earlier chunk stored
+    it, or the store had it), so its tokens, sentences and signature would be thrown away; on the benchmark's
+    1M rows that is one text in eight. Scoped to one run (a later run, another store or a library caller's next
+    call starts afresh) and bounded (cleared past a million texts, it is only a shortcut). A prefix that collides,
+    or a text first seen at a row an earlier run recorded under another hash, is found missing by the writer,
+    which prepares it itself (`_prepare_missing`).
+    """
+
+    scope: str | None = None
+    hashes: set[int] = set()
+
+    @classmethod
+    def split(cls, scope: str | None, hashes: list[str], first: list[int]) -> list[int]:
+        """The positions of `first` not prepared before in `scope`; all of them are remembered."""
+        if scope is None:
+            return first
+        if scope != cls.scope or len(cls.hashes) > _PREPARED_LIMIT:
+            cls.scope, cls.hashes = scope, set()
+        known = cls.hashes
+        fresh = []
+        for i in first:
+            key = int(hashes[i][:16], 16)
+            if key not in known:
+                known.add(key)
+                fresh.append(i)
+        return fresh
+
+
+def prepare(
+    *,
+    texts: list[str],
+    domain: str,
+    pii_types: list[str],
+    params: MinHashParams,
+    splitter: SentenceSplitter,
+    scope: str | None = None,
+) -> Prepared:
+    """Clean, mask, normalize and hash every text; tokens, sentences and signatures for the new ones.
+
+    `scope` (a run): skip texts this process prepared for an earlier chunk of that run (see `_Prepared`).
+    """
+    secs: dict[str, float] = {}
+
+    def lap(name: str, t: float) -> float:
+        now = time.perf_counter()
+        secs[name] = secs.get(name, 0.0) + now - t
+        return now
+
+    t = time.perf_counter()
+    cleaned = clean_batch(texts, domain=domain)
+    t = lap("clean", t)
+    masked, pii_counts = mask_batch(cleaned, types=pii_types)
+    t = lap("mask_pii", t)
+    keys = normalize_batch(masked)
+    t = lap("normalize", t)
+    hashes = _sha1(keys)
+    t = lap("hash", t)
+    seen: set[str] = set()
+    first: list[int] = []
+    for i, (h, k) in enumerate(zip(hashes, keys, strict=True)):
+        if k and h not in seen:
+            seen.add(h)
+            first.append(i)
+    first = _Prepared.split(scope, hashes, first)
+    new_texts = [masked[i] for i in first]
+    n_tokens = count_tokens(new_texts)
+    t = lap("tokenize", t)
+    n_sents = splitter.count(new_texts)
+    t = lap("sentences", t)
+    sigs = compact_signatures(signatures([keys[i] for i in first], params=params))
+    lap("minhash", t)
+    # Only what the writer needs goes back (the result crosses a pipe): masked texts of the new rows only, and
+    # the positions whose normalized text is empty instead of all normalized texts.
+    return Prepared(masked=new_texts, empty=[i for i, k in enumerate(keys) if not k], hashes=hashes, pii=pii_counts,
+                    first=first, n_tokens=list(n_tokens),
+                    n_sentences=list(n_sents), sigs=sigs, seconds=secs)
