@@ -6,6 +6,7 @@ Why here: every other package gets a `Store` and calls functions in `store.*`; n
 from __future__ import annotations
 
 import json
+import math
 import os
 import zlib
 from collections.abc import Callable, Iterator, Sequence
@@ -22,6 +23,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import (
     JSON,
+    Boolean,
     Connection,
     Engine,
     FromClause,
@@ -304,13 +306,17 @@ def _sqlite_insert_ignore(
     dialect = conn.dialect
     cols, defaults = _columns_and_defaults(table, rows)
     procs = [c.type._cached_bind_processor(dialect) for c in cols]  # noqa: SLF001
-    plain = [c.name for c, p in zip(cols, procs, strict=True) if p is None or isinstance(c.type, LargeBinary)]
-    processed = [(c.name, p) for c, p in zip(cols, procs, strict=True)
-                 if p is not None and not isinstance(c.type, LargeBinary)]
-    names = plain + [n for n, _ in processed] + list(defaults)
+    plain = [c.name for c, p in zip(cols, procs, strict=True) if p is None or _as_is(c, rows)]
+    processed = [(c.name, p) for c, p in zip(cols, procs, strict=True) if p is not None and c.name not in plain]
+    # Constant defaults go into the statement as literals: no value to add to each row.
+    inline = {n: lit for n, v in defaults.items() if (lit := _sqlite_literal(v)) is not None}
+    bound = {n: v for n, v in defaults.items() if n not in inline}
+    names = plain + [n for n, _ in processed] + list(bound) + list(inline)
+    marks = ["?"] * (len(names) - len(inline)) + list(inline.values())
+    q = dialect.identifier_preparer.quote
     sql = (
-        f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join('?' for _ in names)}) "
-        f"ON CONFLICT ({', '.join(conflict)}) DO NOTHING"
+        f"INSERT INTO {q(table.name)} ({', '.join(map(q, names))}) VALUES ({', '.join(marks)}) "
+        f"ON CONFLICT ({', '.join(map(q, conflict))}) DO NOTHING"
     )
     if dialect._json_serializer is None:  # type: ignore[attr-defined]  # the default: json.dumps
         processed = [(n, _fast_json(p) if isinstance(table.c[n].type, JSON) else p) for n, p in processed]
@@ -318,13 +324,40 @@ def _sqlite_insert_ignore(
     rest: list[list[Any]] = [
         [None if v is None else proc(v) for v in (r.get(name) for r in rows)] for name, proc in processed
     ]
-    rest.extend([v] * len(rows) for v in defaults.values())
+    rest.extend([v] * len(rows) for v in bound.values())
     if rest:
         params = [a + b for a, b in zip(params, zip(*rest, strict=True), strict=True)]
     raw = conn.connection.driver_connection
     before = raw.total_changes  # type: ignore[union-attr]
     conn.exec_driver_sql(sql, params)  # type: ignore[arg-type]
     return int(raw.total_changes - before)  # type: ignore[union-attr]
+
+
+def _as_is(column: Any, rows: Sequence[dict[str, Any]]) -> bool:
+    """Values the driver takes as they are although the column type has a bind processor: binary (sqlite3 takes
+    bytes), and booleans that are all True, False or None (sqlite3 binds bool as the integer SQLAlchemy would)."""
+    if isinstance(column.type, LargeBinary):
+        return True
+    if isinstance(column.type, Boolean):
+        name = column.name
+        return all(type(v) is bool or v is None for v in (r.get(name) for r in rows))
+    return False
+
+
+def _sqlite_literal(value: Any) -> str | None:
+    """`value` as an SQLite literal when it is a plain scalar (None, bool, int, finite float, str without NUL);
+    otherwise None (bind it)."""
+    if value is None:
+        return "NULL"
+    if type(value) is bool:
+        return "1" if value else "0"
+    if type(value) is int:
+        return str(value)
+    if type(value) is float and math.isfinite(value):
+        return repr(value)
+    if type(value) is str and "\x00" not in value:
+        return "'" + value.replace("'", "''") + "'"
+    return None
 
 
 def _fast_json(process: Callable[[Any], Any]) -> Callable[[Any], Any]:
