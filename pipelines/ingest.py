@@ -400,31 +400,37 @@ def _store_batch(
     with timer("db_write"):
         width = new_sigs.shape[1] * new_sigs.itemsize if new_sigs.ndim == 2 else 0
         blob = new_sigs.tobytes()
-        rows_doc = [{
-            "id": new_ids[k], "domain": domain, "source_id": source_id, "run_id": run_id,
-            "row_number": row_nums[i], "external_id": ext[i], "group_key": grp[i], "raw_text": raw_texts[i],
-            "text": prep.masked[j], "content_hash": hashes[i], "cluster_id": clusters[k],
-            "n_tokens": prep.n_tokens[j], "n_sentences": prep.n_sentences[j], "meta": meta[i] or None,
-            "minhash": blob[k * width : (k + 1) * width],
-        } for k, (i, j) in enumerate(zip(new_pos, first_rows, strict=True))]
-        ids_by_hash, inserted = docs_store.insert_documents(conn, rows_doc)
-        if plan is not None and inserted < len(rows_doc):
+        # Column by column: SQLite binds them without a dict per row.
+        m = len(new_pos)
+        cols_doc: dict[str, list[Any]] = {
+            "id": new_ids, "domain": [domain] * m, "source_id": [source_id] * m, "run_id": [run_id] * m,
+            "row_number": [row_nums[i] for i in new_pos], "external_id": [ext[i] for i in new_pos],
+            "group_key": [grp[i] for i in new_pos], "raw_text": [raw_texts[i] for i in new_pos],
+            "text": [prep.masked[j] for j in first_rows], "content_hash": [hashes[i] for i in new_pos],
+            "cluster_id": clusters, "n_tokens": [prep.n_tokens[j] for j in first_rows],
+            "n_sentences": [prep.n_sentences[j] for j in first_rows], "meta": [meta[i] or None for i in new_pos],
+            "minhash": [blob[k * width : (k + 1) * width] for k in range(m)],
+        }
+        ids_by_hash, inserted = docs_store.insert_documents(conn, cols_doc)
+        if plan is not None and inserted < m:
             _adopt_concurrent(conn, plan, new_ids, [hashes[i] for i in new_pos], ids_by_hash)
         existing.update(ids_by_hash)
         new_set = set(new_pos)
         occ_ids = docs_store.reserve_ids(conn, "occurrences", len(live))
-        occ_rows = [{
-            "id": occ_ids[k], "source_id": source_id, "row_number": row_nums[i],
-            "document_id": existing[hashes[i]], "external_id": ext[i], "group_key": grp[i],
-            "is_duplicate": i not in new_set, "run_id": run_id,
-        } for k, i in enumerate(live)]
-        occ_by_row = docs_store.insert_occurrences(conn, occ_rows)
-        annotator = f"import:{source_name}"
-        ann_rows = [{
-            "document_id": existing[hashes[i]], "annotator": annotator, "label": labels[i], "origin": "import",
-            "occurrence_id": occ_by_row[row_nums[i]], "run_id": run_id,
-        } for i in live if labels[i] is not None and row_nums[i] in occ_by_row]
-        stats.labels_imported += docs_store.insert_import_annotations(conn, ann_rows)
+        n_live = len(live)
+        live_docs = [existing[hashes[i]] for i in live]
+        live_rows = [row_nums[i] for i in live]
+        occ_by_row = docs_store.insert_occurrences(conn, {
+            "id": occ_ids, "source_id": [source_id] * n_live, "row_number": live_rows, "document_id": live_docs,
+            "external_id": [ext[i] for i in live], "group_key": [grp[i] for i in live],
+            "is_duplicate": [i not in new_set for i in live], "run_id": [run_id] * n_live,
+        })
+        labeled = [k for k, i in enumerate(live) if labels[i] is not None and live_rows[k] in occ_by_row]
+        stats.labels_imported += docs_store.insert_import_annotations(conn, {
+            "document_id": [live_docs[k] for k in labeled], "annotator": [f"import:{source_name}"] * len(labeled),
+            "label": [labels[live[k]] for k in labeled], "origin": ["import"] * len(labeled),
+            "occurrence_id": [occ_by_row[live_rows[k]] for k in labeled], "run_id": [run_id] * len(labeled),
+        })
         docs_store.insert_quarantine(conn, quarantine)
     if plan is not None:
         with timer("near_dup"):

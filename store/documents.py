@@ -15,7 +15,7 @@ import pandas as pd
 from sqlalchemy import Connection, Table, and_, bindparam, func, select, text, update
 
 from curation.errors import InputError
-from store.engine import Store, insert_ignore
+from store.engine import Columns, Store, column_count, column_values, insert_ignore
 from store.models import Annotation, Document, Occurrence, Quarantine, Source, Task
 
 __all__ = [
@@ -128,17 +128,20 @@ def lookup_hashes(conn: Connection, domain: str, hashes: Iterable[str]) -> dict[
     return found
 
 
-def insert_documents(conn: Connection, rows: Sequence[dict[str, Any]]) -> tuple[dict[str, int], int]:
-    """Insert new documents, skipping hashes another run stored meanwhile.
+def insert_documents(conn: Connection, rows: Sequence[dict[str, Any]] | Columns) -> tuple[dict[str, int], int]:
+    """Insert new documents (dicts, or `Columns`), skipping hashes another run stored meanwhile.
 
     Returns the id per content hash and how many rows this call really inserted.
     """
-    if not rows:
+    n = column_count(rows)
+    if not n:
         return {}, 0
     inserted = insert_ignore(conn, Document.__table__, rows, conflict=["domain", "content_hash"])
-    if inserted == len(rows) and "id" in rows[0]:  # ids from `reserve_ids`, every row in: nothing to read back
-        return {r["content_hash"]: int(r["id"]) for r in rows}, inserted
-    return lookup_hashes(conn, rows[0]["domain"], (r["content_hash"] for r in rows)), inserted
+    hashes = column_values(rows, "content_hash")
+    has_ids = "id" in rows if isinstance(rows, dict) else "id" in rows[0]
+    if inserted == n and has_ids:  # ids from `reserve_ids`, every row in: nothing to read back
+        return dict(zip(hashes, map(int, column_values(rows, "id")), strict=True)), inserted
+    return lookup_hashes(conn, column_values(rows, "domain")[0], hashes), inserted
 
 
 def set_clusters(conn: Connection, doc_ids: Sequence[int], cluster_ids: Sequence[int]) -> None:
@@ -166,18 +169,21 @@ def update_clusters(conn: Connection, doc_ids: Sequence[int], cluster_ids: Seque
         conn.execute(update(t).where(t.c.id == bindparam("b_id")).values(cluster_id=bindparam("b_cluster")), pairs)
 
 
-def insert_occurrences(conn: Connection, rows: Sequence[dict[str, Any]]) -> dict[int, int]:
-    """Insert input-row occurrences; returns occurrence id per row number for the rows of this source.
+def insert_occurrences(conn: Connection, rows: Sequence[dict[str, Any]] | Columns) -> dict[int, int]:
+    """Insert input-row occurrences (dicts, or `Columns`); returns occurrence id per row number for the rows of
+    this source.
 
     Rows that carry their `id` (from `reserve_ids`) and all go in need no read-back.
     """
-    if not rows:
+    n = column_count(rows)
+    if not n:
         return {}
     inserted = insert_ignore(conn, Occurrence.__table__, rows, conflict=["source_id", "row_number"])
-    if inserted == len(rows) and "id" in rows[0]:
-        return {int(r["row_number"]): int(r["id"]) for r in rows}
-    source_id = rows[0]["source_id"]
-    nums = [r["row_number"] for r in rows]
+    nums = column_values(rows, "row_number")
+    has_ids = "id" in rows if isinstance(rows, dict) else "id" in rows[0]
+    if inserted == n and has_ids:
+        return dict(zip(map(int, nums), map(int, column_values(rows, "id")), strict=True))
+    source_id = column_values(rows, "source_id")[0]
     got = conn.execute(
         select(Occurrence.row_number, Occurrence.id).where(
             Occurrence.source_id == source_id, Occurrence.row_number.between(min(nums), max(nums))
@@ -186,7 +192,7 @@ def insert_occurrences(conn: Connection, rows: Sequence[dict[str, Any]]) -> dict
     return {int(n): int(i) for n, i in got}
 
 
-def insert_import_annotations(conn: Connection, rows: Sequence[dict[str, Any]]) -> int:
+def insert_import_annotations(conn: Connection, rows: Sequence[dict[str, Any]] | Columns) -> int:
     """Labels from an ingested file become annotations by `import:<source>`, one per input row."""
     return insert_ignore(conn, Annotation.__table__, rows, conflict=["occurrence_id"])
 

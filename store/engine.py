@@ -9,7 +9,7 @@ import json
 import math
 import os
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import repeat
@@ -238,19 +238,53 @@ def open_store(url: str, *, migrate: bool = True) -> Store:
     return store
 
 
+Columns = dict[str, list[Any]]
+"""Rows given column by column: each column name to its values, all lists of one length."""
+
+
+def column_count(rows: Sequence[dict[str, Any]] | Columns) -> int:
+    """How many rows `rows` (dicts, or `Columns`) holds."""
+    if isinstance(rows, dict):
+        return len(next(iter(rows.values()))) if rows else 0
+    return len(rows)
+
+
+def column_values(rows: Sequence[dict[str, Any]] | Columns, name: str) -> list[Any]:
+    """The values of column `name` in `rows` (dicts, or `Columns`)."""
+    if isinstance(rows, dict):
+        return rows[name]
+    return [r[name] for r in rows]
+
+
 def insert_ignore(
-    conn: Connection, table: Table | FromClause, rows: Sequence[dict[str, Any]], *, conflict: Sequence[str]
+    conn: Connection,
+    table: Table | FromClause,
+    rows: Sequence[dict[str, Any]] | Columns,
+    *,
+    conflict: Sequence[str],
 ) -> int:
     """Bulk insert, skipping rows that collide on `conflict` columns.
 
     Why: re-runs and concurrent runs must store each row exactly once; the database's unique constraints decide.
     SQLite takes the driver's own executemany (about 3x Core's speed: no per-row compilation); other dialects
     go through Core executemany. Returns the number of rows actually inserted where the driver reports it.
+    `rows` may also come as `Columns` (one list per column), which SQLite binds without building a dict per row.
     """
-    if not rows:
-        return 0
     if not isinstance(table, Table):  # a mapped class's __table__ is typed as FromClause
         raise TypeError(f"insert_ignore needs a Table, got {type(table).__name__}")
+    if isinstance(rows, dict):
+        n = column_count(rows)
+        if any(len(v) != n for v in rows.values()):
+            raise ValueError(f"Columns of different lengths for {table.name}: "
+                             f"{ {k: len(v) for k, v in rows.items()} }")
+        if not n:
+            return 0
+        if conn.dialect.name == "sqlite":
+            return _sqlite_insert_columns(conn, table, rows, conflict=conflict)
+        names = list(rows)
+        rows = [dict(zip(names, vals, strict=True)) for vals in zip(*rows.values(), strict=True)]
+    if not rows:
+        return 0
     if conn.dialect.name == "sqlite":
         return _sqlite_insert_ignore(conn, table, rows, conflict=conflict)
     if conn.dialect.name == "postgresql" and len(rows) >= _COPY_MIN_ROWS:
@@ -306,18 +340,10 @@ def _sqlite_insert_ignore(
     dialect = conn.dialect
     cols, defaults = _columns_and_defaults(table, rows)
     procs = [c.type._cached_bind_processor(dialect) for c in cols]  # noqa: SLF001
-    plain = [c.name for c, p in zip(cols, procs, strict=True) if p is None or _as_is(c, rows)]
+    plain = [c.name for c, p in zip(cols, procs, strict=True)
+             if p is None or _as_is(c, (r.get(c.name) for r in rows))]
     processed = [(c.name, p) for c, p in zip(cols, procs, strict=True) if p is not None and c.name not in plain]
-    # Constant defaults go into the statement as literals: no value to add to each row.
-    inline = {n: lit for n, v in defaults.items() if (lit := _sqlite_literal(v)) is not None}
-    bound = {n: v for n, v in defaults.items() if n not in inline}
-    names = plain + [n for n, _ in processed] + list(bound) + list(inline)
-    marks = ["?"] * (len(names) - len(inline)) + list(inline.values())
-    q = dialect.identifier_preparer.quote
-    sql = (
-        f"INSERT INTO {q(table.name)} ({', '.join(map(q, names))}) VALUES ({', '.join(marks)}) "
-        f"ON CONFLICT ({', '.join(map(q, conflict))}) DO NOTHING"
-    )
+    sql, bound = _sqlite_insert_sql(conn, table, plain + [n for n, _ in processed], defaults, conflict)
     if dialect._json_serializer is None:  # type: ignore[attr-defined]  # the default: json.dumps
         processed = [(n, _fast_json(p) if isinstance(table.c[n].type, JSON) else p) for n, p in processed]
     params = _pick(rows, plain)
@@ -327,20 +353,63 @@ def _sqlite_insert_ignore(
     rest.extend([v] * len(rows) for v in bound.values())
     if rest:
         params = [a + b for a, b in zip(params, zip(*rest, strict=True), strict=True)]
+    return _sqlite_executemany(conn, sql, params)
+
+
+def _sqlite_insert_sql(
+    conn: Connection, table: Table, names: list[str], defaults: dict[str, Any], conflict: Sequence[str]
+) -> tuple[str, dict[str, Any]]:
+    """The INSERT for columns `names` then the defaults; returns it and the defaults that are bound (the others,
+    constants, are literals in the statement: no value to add to each row)."""
+    inline = {n: lit for n, v in defaults.items() if (lit := _sqlite_literal(v)) is not None}
+    bound = {n: v for n, v in defaults.items() if n not in inline}
+    every = names + list(bound) + list(inline)
+    marks = ["?"] * (len(every) - len(inline)) + list(inline.values())
+    q = conn.dialect.identifier_preparer.quote
+    sql = (
+        f"INSERT INTO {q(table.name)} ({', '.join(map(q, every))}) VALUES ({', '.join(marks)}) "
+        f"ON CONFLICT ({', '.join(map(q, conflict))}) DO NOTHING"
+    )
+    return sql, bound
+
+
+def _sqlite_executemany(conn: Connection, sql: str, params: list[tuple[Any, ...]]) -> int:
     raw = conn.connection.driver_connection
     before = raw.total_changes  # type: ignore[union-attr]
     conn.exec_driver_sql(sql, params)  # type: ignore[arg-type]
     return int(raw.total_changes - before)  # type: ignore[union-attr]
 
 
-def _as_is(column: Any, rows: Sequence[dict[str, Any]]) -> bool:
+def _sqlite_insert_columns(conn: Connection, table: Table, columns: Columns, *, conflict: Sequence[str]) -> int:
+    """`_sqlite_insert_ignore` for rows given column by column: each column's processor runs over its list (only
+    where the values need it), and one zip makes the rows."""
+    dialect = conn.dialect
+    unknown = [n for n in columns if n not in table.c]
+    if unknown:
+        raise ValueError(f"{table.name} has no column {unknown}; it has {[c.name for c in table.columns]}")
+    n = column_count(columns)
+    _, defaults = _columns_and_defaults(table, [dict.fromkeys(columns)])
+    values: list[list[Any]] = []
+    for name, vals in columns.items():
+        col = table.c[name]
+        proc: Callable[[Any], Any] | None = col.type._cached_bind_processor(dialect)  # noqa: SLF001
+        if proc is not None and not _as_is(col, vals):
+            if dialect._json_serializer is None and isinstance(col.type, JSON):  # type: ignore[attr-defined]
+                proc = _fast_json(proc)
+            vals = [None if v is None else proc(v) for v in vals]
+        values.append(vals)
+    sql, bound = _sqlite_insert_sql(conn, table, list(columns), defaults, conflict)
+    values.extend([v] * n for v in bound.values())
+    return _sqlite_executemany(conn, sql, list(zip(*values, strict=True)))
+
+
+def _as_is(column: Any, values: Iterable[Any]) -> bool:
     """Values the driver takes as they are although the column type has a bind processor: binary (sqlite3 takes
     bytes), and booleans that are all True, False or None (sqlite3 binds bool as the integer SQLAlchemy would)."""
     if isinstance(column.type, LargeBinary):
         return True
     if isinstance(column.type, Boolean):
-        name = column.name
-        return all(type(v) is bool or v is None for v in (r.get(name) for r in rows))
+        return all(type(v) is bool or v is None for v in values)
     return False
 
 

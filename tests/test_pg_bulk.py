@@ -127,6 +127,35 @@ def test_json_defaults_and_missing_keys_round_trip(bulk_store: Store) -> None:
     assert all(r.created_at is not None for r in got.values())  # the server default
 
 
+def test_columns_store_what_rows_store(bulk_store: Store) -> None:
+    """Rows given column by column (`Columns`, the ingest's form) store exactly what the same rows as dicts store,
+    collisions included; columns of different lengths or unknown names are refused."""
+    sa, sb = _source(bulk_store, "as_rows"), _source(bulk_store, "as_columns")
+    rows_a = _docs(sa, range(500), domain="rows")
+    rows_b = _docs(sb, range(500), domain="cols")
+    for r in rows_b[:3]:
+        r["meta"] = None
+    for r in rows_a[:3]:
+        r["meta"] = None
+    columns = {k: [r[k] for r in rows_b] for k in rows_b[0]}
+    assert _insert(bulk_store, rows_a) == 500
+    with bulk_store.connect() as conn:
+        assert insert_ignore(conn, Document.__table__, columns, conflict=["domain", "content_hash"]) == 500
+        again = {k: v[:10] + [f"new{k_}" if k == "content_hash" else v[0] for k_ in range(5)]
+                 for k, v in columns.items()}
+        assert insert_ignore(conn, Document.__table__, again, conflict=["domain", "content_hash"]) == 5
+        cols = (Document.row_number, Document.meta, Document.minhash, Document.external_id, Document.text,
+                Document.n_tokens, Document.content_hash)
+        got_a = conn.execute(select(*cols).where(Document.domain == "rows").order_by(Document.id)).all()
+        got_b = conn.execute(select(*cols).where(Document.domain == "cols").order_by(Document.id)).all()
+        with pytest.raises(ValueError, match="different lengths"):
+            insert_ignore(conn, Document.__table__, {"domain": ["x"], "content_hash": []}, conflict=["id"])
+        if bulk_store.dialect == "sqlite":
+            with pytest.raises(ValueError, match="no column"):
+                insert_ignore(conn, Document.__table__, {"domain": ["x"], "nope": [1]}, conflict=["id"])
+    assert got_b[:500] == got_a and len(got_b) == 505
+
+
 def test_values_binary_copy_cannot_take_go_as_before(bulk_store: Store) -> None:
     sid = _source(bulk_store)
     rows = _docs(sid, range(N))
