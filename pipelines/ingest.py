@@ -54,6 +54,7 @@ class IngestStats:
     labels_imported: int = 0
     near_duplicate_clusters: int = 0
     near_duplicates: int = 0
+    chunks_prepared_here: int = 0
     quarantine_reasons: Counter[str] = field(default_factory=Counter)
     pii_masked: Counter[str] = field(default_factory=Counter)
     stage_seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
@@ -72,6 +73,7 @@ class IngestStats:
             "quarantine_reasons": dict(self.quarantine_reasons),
             "pii_masked": dict(self.pii_masked),
             "labels_imported": self.labels_imported,
+            "chunks_prepared_here": self.chunks_prepared_here,
             "seconds": round(seconds, 3),
             "docs_per_s": round(self.rows_read / seconds, 1) if seconds > 0 else None,
             "stage_seconds": {k: round(v, 3) for k, v in self.stage_seconds.items()},
@@ -242,10 +244,7 @@ def ingest_files(
         index = NearDupIndex(params=params, min_bands=config.ingest.near_duplicate_min_bands)
         timer = _Timer(stats)
         with timer("load_index"):
-            # With at most one worker, a text that the worker did not skip (see pipelines/prepare.py) was not
-            # stored by this run: only those whose hash prefix the store had at the start need a look-up. Several
-            # workers each know their own chunks only, so every text is looked up.
-            stored_before = docs_store.hash_prefixes(store, domain=domain) if workers <= 1 else None
+            known = _HashFilter(docs_store.hash_prefixes(store, domain=domain))
             for ids, sigs, clusters in docs_store.iter_signatures(store, domain=domain, num_perm=params.num_perm):
                 index.add_existing(ids, sigs, clusters)
         for path, it in readers:
@@ -279,6 +278,8 @@ def ingest_files(
                             pending.append([batch, job, prepare(**job)])
                 if not pending:
                     break
+                if isinstance(pending[0][2], Future) and not pending[0][2].done():
+                    stats.chunks_prepared_here += _prepare_instead_of_waiting(pending)
                 batch, job, fut = pending.popleft()
                 with timer("wait_workers"):
                     prepared = fut.result() if isinstance(fut, Future) else fut
@@ -286,7 +287,7 @@ def ingest_files(
                     stats.stage_seconds[k] += v
                 _store_batch(
                     batch, prepared, job, domain=domain, source_id=source_id, source_name=name, run_id=run_id,
-                    index=index, stats=stats, timer=timer, tx=tx, stored_before=stored_before,
+                    index=index, stats=stats, timer=timer, tx=tx, known=known,
                 )
                 with timer("db_commit"):
                     tx.wrote(len(batch))
@@ -334,7 +335,7 @@ def _store_batch(
     stats: IngestStats,
     timer: _Timer,
     tx: _Transactions,
-    stored_before: np.ndarray | None,
+    known: _HashFilter,
 ) -> None:
     """Dedup against the store, write documents, occurrences, labels and quarantine in `tx`'s transaction.
 
@@ -381,7 +382,10 @@ def _store_batch(
     live = [i for i in range(len(row_nums)) if i not in empty_set and row_nums[i] not in seen]
     already = sum(1 for i in range(len(row_nums)) if i not in empty_set and row_nums[i] in seen)
     with timer("db_read"):
-        ask = live if stored_before is None else _may_be_stored(live, prep, stored_before)
+        # Only texts the store may hold are looked up: a hash prefix that it had at the start or that this run
+        # stored. One left out wrongly (another writer stored it meanwhile) collides on insert and is read back
+        # there (`insert_documents`): the filter saves look-ups, it never decides.
+        ask = [i for i, hit in zip(live, known.contains([hashes[i] for i in live]), strict=True) if hit]
         existing = docs_store.lookup_hashes(conn, domain, (hashes[i] for i in ask))
     prep = _prepare_missing(prep, live, existing, raw_texts, job)
     live_set = set(live)
@@ -415,6 +419,7 @@ def _store_batch(
         if plan is not None and inserted < m:
             _adopt_concurrent(conn, plan, new_ids, [hashes[i] for i in new_pos], ids_by_hash)
         existing.update(ids_by_hash)
+        known.add(cols_doc["content_hash"])
         new_set = set(new_pos)
         occ_ids = docs_store.reserve_ids(conn, "occurrences", len(live))
         n_live = len(live)
@@ -449,18 +454,47 @@ def _store_batch(
         stats.pii_masked.update(prep.pii)
 
 
-def _may_be_stored(live: list[int], prep: Prepared, stored_before: np.ndarray) -> list[int]:
-    """The rows whose text the store may hold: repeats of texts prepared before in this run, and new texts whose
-    hash prefix the store had at the start. A text wrongly left out (another writer stored it meanwhile) collides
-    on insert and is read back there (`insert_documents`), so this only saves look-ups, never decides."""
-    first = set(prep.first)
-    ask = [i for i in live if i not in first]
-    fresh = [i for i in live if i in first]
-    if stored_before.size and fresh:
-        pre = docs_store.hash_prefix_array([prep.hashes[i] for i in fresh])
-        pos = np.minimum(np.searchsorted(stored_before, pre), stored_before.size - 1)
-        ask += [i for i, hit in zip(fresh, (stored_before[pos] == pre).tolist(), strict=True) if hit]
-    return ask
+class _HashFilter:
+    """64-bit prefixes of the content hashes the store holds (at the start, plus what this run stored): "might this
+    text be stored?" in 8 bytes a document, as sorted runs merged like an LSM tree (a few binary searches a chunk).
+    """
+
+    def __init__(self, start: np.ndarray) -> None:
+        self._runs: list[np.ndarray] = [start] if start.size else []
+
+    def add(self, hashes: list[str]) -> None:
+        if not hashes:
+            return
+        self._runs.append(np.sort(docs_store.hash_prefix_array(hashes)))
+        while len(self._runs) > 1 and self._runs[-2].size <= 2 * self._runs[-1].size:
+            newer = self._runs.pop()
+            self._runs[-1] = np.sort(np.concatenate([self._runs[-1], newer]))
+
+    def contains(self, hashes: list[str]) -> list[bool]:
+        if not self._runs or not hashes:
+            return [False] * len(hashes)
+        pre = docs_store.hash_prefix_array(hashes)
+        hit = np.zeros(pre.size, dtype=bool)
+        for run in self._runs:
+            pos = np.minimum(np.searchsorted(run, pre), run.size - 1)
+            hit |= run[pos] == pre
+        out: list[bool] = hit.tolist()
+        return out
+
+
+def _prepare_instead_of_waiting(pending: deque[list[Any]]) -> int:
+    """About to wait for the workers: prepare here a chunk that no worker has started (the latest queued one whose
+    future can still be cancelled). Returns 1 if it did, else 0.
+
+    Why: on many inputs this process's own work (reading, near-duplicates, writing) is lighter than a worker's;
+    instead of sitting idle it takes a share of the preparing, and both sides finish at about the same time.
+    """
+    for item in reversed(pending):
+        fut = item[2]
+        if isinstance(fut, Future) and fut.cancel():
+            item[2] = prepare(**item[1])
+            return 1
+    return 0
 
 
 def _prepare_missing(
@@ -496,7 +530,7 @@ def _adopt_concurrent(
     conn: Any, plan: ClusterPlan, new_ids: list[int], new_hashes: list[str], ids_by_hash: dict[str, int]
 ) -> None:
     """Some reserved rows were not inserted: the store had those texts after all (another writer that does not take
-    `lock_domain_writes` stored them, or a repeat that `_may_be_stored` could not recognise). Their reserved ids
+    `lock_domain_writes` stored them meanwhile, so `_HashFilter` could not know). Their reserved ids
     never existed, so the batch's cluster ids that point at them are moved to the real documents, in the plan and
     in the rows this run did write."""
     mapping = {pid: ids_by_hash[h] for pid, h in zip(new_ids, new_hashes, strict=True) if ids_by_hash[h] != pid}

@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
             results["baseline"] = _before_after(path, rev=args.baseline, workers=args.workers[0],
                                                 repeat=args.repeat, tmp=tmp)
         small = _head(path, args.naive_rows, tmp / f"head_{args.naive_rows}.csv")
-        same = run_curate(small, workers=args.workers[0], tmp=tmp)
+        same = run_curate(small, workers=args.workers[0], tmp=tmp, tag="_same_rows")  # a new store, as naive's
         naive = run_naive_subprocess(small, None, tmp=tmp)
         results["same_rows"] = {
             "rows": args.naive_rows,
