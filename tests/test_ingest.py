@@ -273,9 +273,9 @@ def test_failure_inside_a_transaction_keeps_the_committed_ones(
 @pytest.mark.parametrize("workers", [0, 1])
 def test_texts_prepared_in_an_earlier_chunk_are_not_prepared_again(tmp_path: Path, workers: int) -> None:
     """A text repeated in a later chunk is a duplicate: its tokens, sentences and signature are not computed again,
-    and the results are those of one big chunk, also when chunks are prepared both here and in a worker. A text first met at a row that an earlier run recorded under
-    another hash (e.g. before a cleaning rule changed) is not in the store under its hash: the writer prepares
-    it itself when it comes again."""
+    and the results are those of one big chunk, also when chunks are prepared both here and in a worker. A text
+    first met at a row that an earlier run recorded under another hash (e.g. before a cleaning rule changed) is not
+    in the store under its hash: the writer prepares it itself when it comes again."""
     from sqlalchemy import text as sql
 
     import pipelines.prepare as prep

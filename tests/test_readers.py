@@ -469,6 +469,16 @@ def test_arbitrary_bytes_never_crash(tmp_path: Path, data: bytes, fmt: str, pref
             json.dumps(row["meta"]).encode("utf-8")
 
 
+def _write_frame(frame: pd.DataFrame, path: Path) -> Path:
+    if path.suffix == ".csv":
+        frame.to_csv(path, index=False)
+    elif path.suffix == ".jsonl":
+        frame.to_json(path, orient="records", lines=True)
+    else:
+        frame.to_parquet(path)
+    return path
+
+
 @pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
 def test_label_id_and_group_are_stripped_strings_or_none(tmp_path: Path, fmt: str) -> None:
     """The ingest writes label, external id and group as the readers give them: a stripped, non-empty string or
@@ -479,26 +489,13 @@ def test_label_id_and_group_are_stripped_strings_or_none(tmp_path: Path, fmt: st
         "id": [" 7", "x1 ", "", None, "9"],
         "group": ["g", None, " ", "h ", ""],
     })
-    path = tmp_path / f"cols.{fmt}"
-    if fmt == "csv":
-        frame.to_csv(path, index=False)
-    elif fmt == "jsonl":
-        frame.to_json(path, orient="records", lines=True)
-    else:
-        frame.to_parquet(path)
-    got = read_all(path, label_column="label", id_column="id", group_column="group")
+    columns = dict(label_column="label", id_column="id", group_column="group")
+    got = read_all(_write_frame(frame, tmp_path / f"cols.{fmt}"), **columns)
     assert got["label"].tolist() == ["pos", None, None, None, "neg"]
     assert got["external_id"].tolist() == ["7", "x1", None, None, "9"]
     assert got["group"].tolist() == ["g", None, None, "h", None]
     numbers = pd.DataFrame({"text": ["a", "b"], "label": [1, 2], "id": [10.0, float("nan")], "group": [True, None]})
-    path = tmp_path / f"nums.{fmt}"
-    if fmt == "csv":
-        numbers.to_csv(path, index=False)
-    elif fmt == "jsonl":
-        numbers.to_json(path, orient="records", lines=True)
-    else:
-        numbers.to_parquet(path)
-    got = read_all(path, label_column="label", id_column="id", group_column="group")
+    got = read_all(_write_frame(numbers, tmp_path / f"nums.{fmt}"), **columns)
     for key in ("label", "external_id", "group"):
         assert all(v is None or (type(v) is str and v == v.strip() and v) for v in got[key]), key
     assert got["label"].tolist() == ["1", "2"] and got["external_id"].tolist()[1] is None
