@@ -244,9 +244,10 @@ def ingest_files(
         index = NearDupIndex(params=params, min_bands=config.ingest.near_duplicate_min_bands)
         timer = _Timer(stats)
         with timer("load_index"):
-            known = _HashFilter(docs_store.hash_prefixes(store, domain=domain))
-            for ids, sigs, clusters in docs_store.iter_signatures(store, domain=domain, num_perm=params.num_perm):
-                index.add_existing(ids, sigs, clusters)
+            known = _HashFilter()
+            for part in docs_store.iter_index_rows(store, domain=domain, num_perm=params.num_perm):
+                index.add_existing(part.ids, part.sigs, part.clusters)
+                known.add_prefixes(part.hash_prefixes)
         for path, it in readers:
             name = source or path.name
             source_id = docs_store.ensure_source(store, name=name, domain=domain, path=str(path.resolve()))
@@ -459,13 +460,16 @@ class _HashFilter:
     text be stored?" in 8 bytes a document, as sorted runs merged like an LSM tree (a few binary searches a chunk).
     """
 
-    def __init__(self, start: np.ndarray) -> None:
-        self._runs: list[np.ndarray] = [start] if start.size else []
+    def __init__(self) -> None:
+        self._runs: list[np.ndarray] = []
 
     def add(self, hashes: list[str]) -> None:
-        if not hashes:
+        self.add_prefixes(docs_store.hash_prefix_array(hashes))
+
+    def add_prefixes(self, prefixes: np.ndarray) -> None:
+        if not prefixes.size:
             return
-        self._runs.append(np.sort(docs_store.hash_prefix_array(hashes)))
+        self._runs.append(np.sort(prefixes))
         while len(self._runs) > 1 and self._runs[-2].size <= 2 * self._runs[-1].size:
             newer = self._runs.pop()
             self._runs[-1] = np.sort(np.concatenate([self._runs[-1], newer]))

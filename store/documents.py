@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -30,8 +31,8 @@ __all__ = [
     "insert_occurrences",
     "insert_import_annotations",
     "insert_quarantine",
-    "iter_signatures",
-    "hash_prefixes",
+    "IndexRows",
+    "iter_index_rows",
     "hash_prefix_array",
     "documents_frame",
     "annotations_frame",
@@ -215,28 +216,6 @@ def _compact_signature(blob: bytes, num_perm: int) -> np.ndarray:
     return np.frombuffer(blob, dtype=np.uint16)
 
 
-def hash_prefixes(store: Store, *, domain: str, batch: int = 200_000) -> np.ndarray:
-    """The first 64 bits of every content hash of the domain's documents, sorted (uint64): a compact filter for
-    "might this text be stored already?" (8 bytes a document)."""
-    parts: list[np.ndarray] = []
-    last = 0
-    while True:
-        with store.connect() as conn:
-            rows = conn.execute(
-                select(Document.id, Document.content_hash)
-                .where(Document.domain == domain, Document.id > last)
-                .order_by(Document.id)
-                .limit(batch)
-            ).all()
-        if not rows:
-            break
-        parts.append(hash_prefix_array([r[1] for r in rows]))
-        last = int(rows[-1][0])
-    out = np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint64)
-    out.sort()
-    return out
-
-
 def hash_prefix_array(hashes: Sequence[str]) -> np.ndarray:
     """The first 64 bits of hex content hashes as uint64 (one that is not hex gives 0: no hex hash has its value,
     so a filter with it only says "maybe" a little more often)."""
@@ -254,27 +233,58 @@ def hash_prefix_array(hashes: Sequence[str]) -> np.ndarray:
         return out
 
 
-def iter_signatures(
-    store: Store, *, domain: str, num_perm: int, batch: int = 50_000
-) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """(ids, compact minhash signatures, cluster ids) of the domain's documents, streamed, to seed the near-dup
-    index."""
+@dataclass
+class IndexRows:
+    """One slice of a domain's documents, for the ingest's near-duplicate index and its hash filter."""
+
+    ids: np.ndarray  # int64, of the documents that have a signature
+    sigs: np.ndarray  # uint16 (n, num_perm), compact
+    clusters: np.ndarray  # int64
+    hash_prefixes: np.ndarray  # uint64, of every document of the slice (with or without a signature)
+
+
+def iter_index_rows(store: Store, *, domain: str, num_perm: int, batch: int = 100_000) -> Iterator[IndexRows]:
+    """The domain's documents in id order, `batch` at a time: signatures and cluster ids to seed the near-duplicate
+    index, and content-hash prefixes for the filter of stored texts, in one pass over the table (on a store of 800k
+    documents about a fifth of the time of two passes through SQLAlchemy rows)."""
     last = 0
     while True:
         with store.connect() as conn:
-            rows = conn.execute(
-                select(Document.id, Document.minhash, Document.cluster_id)
-                .where(Document.domain == domain, Document.id > last, Document.minhash.is_not(None))
-                .order_by(Document.id)
-                .limit(batch)
-            ).all()
+            if conn.dialect.name == "sqlite":
+                cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+                try:
+                    rows = cur.execute(
+                        f"SELECT id, minhash, cluster_id, content_hash FROM {Document.__tablename__} "
+                        "WHERE domain = ? AND id > ? ORDER BY id LIMIT ?",
+                        (domain, last, batch),
+                    ).fetchall()
+                finally:
+                    cur.close()
+            else:
+                rows = conn.execute(
+                    select(Document.id, Document.minhash, Document.cluster_id, Document.content_hash)
+                    .where(Document.domain == domain, Document.id > last)
+                    .order_by(Document.id)
+                    .limit(batch)
+                ).all()
         if not rows:
             return
-        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        sigs = np.stack([_compact_signature(r[1], num_perm) for r in rows])
-        clusters = np.fromiter(((r[2] if r[2] is not None else r[0]) for r in rows), dtype=np.int64, count=len(rows))
-        yield ids, sigs, clusters
-        last = int(ids[-1])
+        with_sig = [r for r in rows if r[1] is not None]
+        blobs = [bytes(r[1]) for r in with_sig]
+        if blobs and all(len(b) == 2 * num_perm for b in blobs):
+            sigs = np.frombuffer(b"".join(blobs), dtype=np.uint16).reshape(len(blobs), num_perm)
+        elif blobs:
+            sigs = np.stack([_compact_signature(b, num_perm) for b in blobs])
+        else:
+            sigs = np.zeros((0, num_perm), dtype=np.uint16)
+        yield IndexRows(
+            ids=np.fromiter((r[0] for r in with_sig), dtype=np.int64, count=len(with_sig)),
+            sigs=sigs,
+            clusters=np.fromiter((r[2] if r[2] is not None else r[0] for r in with_sig), dtype=np.int64,
+                                 count=len(with_sig)),
+            hash_prefixes=hash_prefix_array([r[3] for r in rows]),
+        )
+        last = int(rows[-1][0])
 
 
 def documents_frame(
