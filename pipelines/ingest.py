@@ -269,6 +269,10 @@ def ingest_files(
                         sample = batch.loc[batch["error"].isna(), "text"].head(_PUNKT_SAMPLE).tolist()
                         with timer("train_punkt"):
                             splitter = train_sentence_splitter(sample) if len(sample) >= 200 else default_splitter()
+                    done = _recorded_before(tx, source_id, batch)
+                    if done is not None:  # a re-run: nothing to prepare, nothing to write
+                        pending.append([batch, None, done])
+                        continue
                     texts = batch.loc[batch["error"].isna(), "text"].astype(str).tolist()
                     job = dict(texts=texts, domain=domain, pii_types=list(config.pii.types), params=params,
                                splitter=splitter, scope=scope)
@@ -282,6 +286,11 @@ def ingest_files(
                 if isinstance(pending[0][2], Future) and not pending[0][2].done():
                     stats.chunks_prepared_here += _prepare_instead_of_waiting(pending)
                 batch, job, fut = pending.popleft()
+                if isinstance(fut, _Recorded):
+                    fut.count(stats, len(batch))
+                    if on_progress:
+                        on_progress(len(batch))
+                    continue
                 with timer("wait_workers"):
                     prepared = fut.result() if isinstance(fut, Future) else fut
                 for k, v in prepared.seconds.items():
@@ -453,6 +462,37 @@ def _store_batch(
     stats.quarantine_reasons.update(reasons)
     if not already:
         stats.pii_masked.update(prep.pii)
+
+
+@dataclass
+class _Recorded:
+    """A chunk whose every row an earlier run recorded: `occurrences` as documents or duplicates, the others in
+    quarantine (`reasons`)."""
+
+    occurrences: int
+    reasons: dict[str, int]
+
+    def count(self, stats: IngestStats, rows: int) -> None:
+        """The same counts as writing the chunk would give: every row is already ingested."""
+        stats.duplicates += self.occurrences
+        stats.already_ingested += rows
+        stats.quarantined += sum(self.reasons.values())
+        stats.quarantine_reasons.update(self.reasons)
+
+
+def _recorded_before(tx: _Transactions, source_id: int, batch: pd.DataFrame) -> _Recorded | None:
+    """`_Recorded` when an earlier run recorded every row of `batch` (a re-run, or the part a killed run finished),
+    else None. Why: such a chunk would be cleaned, masked and tokenized only to be skipped row by row."""
+    if batch.empty:
+        return None
+    rows = batch["row_number"].to_numpy()
+    lo, hi = int(rows.min()), int(rows.max())
+    if hi - lo + 1 != len(batch):
+        return None
+    occurrences, reasons = docs_store.recorded_counts(tx.connection(), source_id, lo, hi)
+    if occurrences + sum(reasons.values()) != len(batch):
+        return None
+    return _Recorded(occurrences, reasons)
 
 
 class _HashFilter:

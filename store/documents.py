@@ -24,6 +24,7 @@ __all__ = [
     "lock_domain_writes",
     "reserve_ids",
     "recorded_rows",
+    "recorded_counts",
     "lookup_hashes",
     "insert_documents",
     "set_clusters",
@@ -99,6 +100,19 @@ def recorded_rows(conn: Connection, source_id: int, lo: int, hi: int) -> set[int
         select(Quarantine.row_number).where(Quarantine.source_id == source_id, Quarantine.row_number.between(lo, hi))
     ).scalars()
     return set(occ) | set(quar)
+
+
+def recorded_counts(conn: Connection, source_id: int, lo: int, hi: int) -> tuple[int, dict[str, int]]:
+    """How many rows in [lo, hi] of this source are recorded as occurrences, and as quarantine rows per reason."""
+    occ = conn.execute(
+        select(func.count()).where(Occurrence.source_id == source_id, Occurrence.row_number.between(lo, hi))
+    ).scalar_one()
+    quar = conn.execute(
+        select(Quarantine.reason, func.count())
+        .where(Quarantine.source_id == source_id, Quarantine.row_number.between(lo, hi))
+        .group_by(Quarantine.reason)
+    ).all()
+    return int(occ), {str(r): int(n) for r, n in quar}
 
 
 def lookup_hashes(conn: Connection, domain: str, hashes: Iterable[str]) -> dict[str, int]:

@@ -74,6 +74,11 @@ def test_reingest_stores_nothing_new(store) -> None:
     assert again["rows_read"] == first["rows_read"]
     assert _balanced(again)
     assert again["quarantined"] == first["quarantined"]
+    assert again["quarantine_reasons"] == first["quarantine_reasons"]
+    assert again["already_ingested"] == first["rows_read"]
+    assert again["duplicates"] == first["stored"] + first["duplicates"]
+    # Every chunk was recorded before: none is cleaned, masked or tokenized again.
+    assert not {"clean", "mask_pii", "tokenize", "prepare"} & set(again["stage_seconds"])
     status = store_status(store)
     assert status["documents"] == first["stored"]
     assert status["quarantined"] == first["quarantined"]
