@@ -30,7 +30,6 @@ def _sha1(texts: Sequence[str]) -> list[str]:
     return [hashlib.sha1(t.encode("utf-8", "surrogatepass")).hexdigest() for t in texts]
 
 
-
 def worker_init() -> None:
     """Ingest worker processes keep the bulk settings for their whole life (they do nothing else); spaCy is loaded
     first so that its objects are among the frozen ones."""
@@ -44,8 +43,9 @@ class Prepared:
     """The CPU-heavy part of a chunk, computed for its readable rows (in a worker process when there are many).
 
     Masked texts, token and sentence counts and MinHash signatures are given only for the first row of each
-    distinct text in the chunk (`first`, in that order); other rows of that text are duplicates whatever the store
-    holds. `empty`: rows whose text is empty once cleaned and normalized.
+    distinct text in the chunk that this process did not prepare for an earlier chunk of the run (`first`, in that
+    order); other rows of those texts are duplicates whatever the store holds. `empty`: rows whose text is empty
+    once cleaned and normalized.
     """
 
     masked: list[str]
@@ -62,7 +62,7 @@ class Prepared:
 _PREPARED_LIMIT = 1_000_000
 
 
-class _Prepared:
+class _PreparedBefore:
     """Texts (64-bit prefixes of their content hashes) this process prepared earlier in the same run.
 
     Why: a text seen in an earlier chunk is a duplicate by the time its chunk is written (the earlier chunk stored
@@ -104,7 +104,7 @@ def prepare(
 ) -> Prepared:
     """Clean, mask, normalize and hash every text; tokens, sentences and signatures for the new ones.
 
-    `scope` (a run): skip texts this process prepared for an earlier chunk of that run (see `_Prepared`).
+    `scope` (a run): skip texts this process prepared for an earlier chunk of that run (see `_PreparedBefore`).
     """
     secs: dict[str, float] = {}
 
@@ -128,7 +128,7 @@ def prepare(
         if k and h not in seen:
             seen.add(h)
             first.append(i)
-    first = _Prepared.split(scope, hashes, first)
+    first = _PreparedBefore.split(scope, hashes, first)
     new_texts = [masked[i] for i in first]
     n_tokens = count_tokens(new_texts)
     t = lap("tokenize", t)
