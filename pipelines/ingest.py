@@ -2,11 +2,13 @@
 
 Per chunk: read -> repair bytes -> clean (per domain) -> mask PII -> normalize -> exact dedup (content hash, in the
 chunk and against the store) -> tokenize and count sentences (new documents only) -> MinHash near-duplicate
-clustering -> one database transaction. Every input row ends as a stored document, a duplicate occurrence of one,
-or a quarantine row with its raw payload, so `rows_read == stored + duplicates + quarantined` always holds.
+clustering -> write, in a database transaction that takes `commit_rows` input rows. Every input row ends as a
+stored document, a duplicate occurrence of one, or a quarantine row with its raw payload, so
+`rows_read == stored + duplicates + quarantined` always holds.
 
-Why per-chunk transactions keyed by (source, row number): a killed ingest leaves whole chunks only, and a re-run
-skips the rows already recorded, so nothing is lost and nothing is stored twice.
+Why whole transactions keyed by (source, row number): a killed ingest leaves whole transactions only, and a re-run
+skips the rows already recorded (a chunk recorded entirely is not even prepared), so nothing is lost and nothing is
+stored twice. The CPU-heavy part runs in `pipelines/prepare.py`, in a worker process for large inputs.
 """
 
 from __future__ import annotations
