@@ -17,7 +17,10 @@ import numpy as np
 
 from curation.errors import ConfigError, InputError
 
-__all__ = ["ClusterPlan", "MinHashParams", "NearDupIndex", "compact_signatures", "shingle_hashes", "signatures"]
+__all__ = [
+    "ClusterPlan", "MinHashParams", "NearDupIndex", "add_sorted_run", "compact_signatures", "shingle_hashes",
+    "signatures",
+]
 
 _U32_MAX = np.uint32(0xFFFFFFFF)
 _U16_MAX = np.uint16(0xFFFF)
@@ -230,6 +233,15 @@ def _ranges(lo: np.ndarray, count: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     owner = np.repeat(np.arange(lo.size), count)
     first = np.cumsum(count) - count
     return lo[owner] + np.arange(owner.size) - first[owner], owner
+
+
+def add_sorted_run(runs: list[np.ndarray], run: np.ndarray) -> None:
+    """Append sorted `run` to `runs`, merging while the previous run is at most twice its size (an LSM tree):
+    log(n) runs to search, and each value is merged about log(n) times."""
+    runs.append(run)
+    while len(runs) > 1 and runs[-2].size <= 2 * runs[-1].size:
+        newer = runs.pop()
+        runs[-1] = np.sort(np.concatenate([runs[-1], newer]), kind="stable")
 
 
 class _Blocks:
@@ -514,8 +526,5 @@ class NearDupIndex:
         if rows.size == 0:
             return
         for band in range(self.params.bands):
-            runs = self._runs[band]
-            runs.append(np.sort((keys[:, band].astype(np.uint64) << np.uint64(32)) | rows.astype(np.uint64)))
-            while len(runs) > 1 and runs[-2].size <= 2 * runs[-1].size:
-                newer = runs.pop()
-                runs[-1] = np.sort(np.concatenate([runs[-1], newer]), kind="stable")
+            run = np.sort((keys[:, band].astype(np.uint64) << np.uint64(32)) | rows.astype(np.uint64))
+            add_sorted_run(self._runs[band], run)

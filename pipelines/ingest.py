@@ -31,8 +31,8 @@ import pandas as pd
 
 from curation.config import Config, check_domain
 from curation.errors import InputError
-from pipelines.dedup import ClusterPlan, MinHashParams, NearDupIndex
-from pipelines.prepare import GC_GEN0, Prepared, prepare, worker_init
+from pipelines.dedup import ClusterPlan, MinHashParams, NearDupIndex, add_sorted_run
+from pipelines.prepare import GC_GEN0, Prepared, hash_prefixes, prepare, worker_init
 from pipelines.readers import ReaderOptions, read_batches, sniff_format
 from pipelines.tokenize import SentenceSplitter, default_splitter, train_sentence_splitter
 from store import documents as docs_store
@@ -249,7 +249,7 @@ def ingest_files(
             known = _HashFilter()
             for part in docs_store.iter_index_rows(store, domain=domain, num_perm=params.num_perm):
                 index.add_existing(part.ids, part.sigs, part.clusters)
-                known.add_prefixes(part.hash_prefixes)
+                known.add(part.content_hashes)
         for path, it in readers:
             name = source or path.name
             source_id = docs_store.ensure_source(store, name=name, domain=domain, path=str(path.resolve()))
@@ -506,20 +506,13 @@ class _HashFilter:
         self._runs: list[np.ndarray] = []
 
     def add(self, hashes: list[str]) -> None:
-        self.add_prefixes(docs_store.hash_prefix_array(hashes))
-
-    def add_prefixes(self, prefixes: np.ndarray) -> None:
-        if not prefixes.size:
-            return
-        self._runs.append(np.sort(prefixes))
-        while len(self._runs) > 1 and self._runs[-2].size <= 2 * self._runs[-1].size:
-            newer = self._runs.pop()
-            self._runs[-1] = np.sort(np.concatenate([self._runs[-1], newer]))
+        if hashes:
+            add_sorted_run(self._runs, np.sort(hash_prefixes(hashes)))
 
     def contains(self, hashes: list[str]) -> list[bool]:
         if not self._runs or not hashes:
             return [False] * len(hashes)
-        pre = docs_store.hash_prefix_array(hashes)
+        pre = hash_prefixes(hashes)
         hit = np.zeros(pre.size, dtype=bool)
         for run in self._runs:
             pos = np.minimum(np.searchsorted(run, pre), run.size - 1)

@@ -21,13 +21,30 @@ from pipelines.dedup import MinHashParams, compact_signatures, signatures
 from pipelines.pii import mask_batch
 from pipelines.tokenize import SentenceSplitter, count_tokens
 
-__all__ = ["GC_GEN0", "Prepared", "prepare", "worker_init"]
+__all__ = ["GC_GEN0", "Prepared", "hash_prefixes", "prepare", "worker_init"]
 
 GC_GEN0 = 100_000
 
 
 def _sha1(texts: Sequence[str]) -> list[str]:
     return [hashlib.sha1(t.encode("utf-8", "surrogatepass")).hexdigest() for t in texts]
+
+
+def hash_prefixes(hashes: Sequence[str]) -> np.ndarray:
+    """The first 64 bits of hex content hashes as uint64 (one that is not hex gives 0: no hex hash has its value,
+    so a filter with it only says "maybe" a little more often)."""
+    try:
+        return np.frombuffer(bytes.fromhex("".join(h[:16].ljust(16, "0") for h in hashes)), dtype=">u8").astype(
+            np.uint64
+        )
+    except ValueError:
+        out = np.zeros(len(hashes), dtype=np.uint64)
+        for k, h in enumerate(hashes):
+            try:
+                out[k] = int(h[:16], 16)
+            except ValueError:
+                pass
+        return out
 
 
 def worker_init() -> None:
@@ -85,8 +102,7 @@ class _PreparedBefore:
             cls.scope, cls.hashes = scope, set()
         known = cls.hashes
         fresh = []
-        for i in first:
-            key = int(hashes[i][:16], 16)
+        for i, key in zip(first, hash_prefixes([hashes[i] for i in first]).tolist(), strict=True):
             if key not in known:
                 known.add(key)
                 fresh.append(i)

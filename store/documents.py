@@ -16,7 +16,7 @@ import pandas as pd
 from sqlalchemy import Connection, Table, and_, bindparam, func, select, text, update
 
 from curation.errors import InputError
-from store.engine import Columns, Store, column_count, column_values, insert_ignore
+from store.engine import Columns, Store, column_count, column_names, column_values, insert_ignore
 from store.models import Annotation, Document, Occurrence, Quarantine, Source, Task
 
 __all__ = [
@@ -34,7 +34,6 @@ __all__ = [
     "insert_quarantine",
     "IndexRows",
     "iter_index_rows",
-    "hash_prefix_array",
     "documents_frame",
     "annotations_frame",
     "quarantine_frame",
@@ -153,8 +152,7 @@ def insert_documents(conn: Connection, rows: Sequence[dict[str, Any]] | Columns)
         return {}, 0
     inserted = insert_ignore(conn, Document.__table__, rows, conflict=["domain", "content_hash"])
     hashes = column_values(rows, "content_hash")
-    has_ids = "id" in rows if isinstance(rows, dict) else "id" in rows[0]
-    if inserted == n and has_ids:  # ids from `reserve_ids`, every row in: nothing to read back
+    if inserted == n and "id" in column_names(rows):  # ids from `reserve_ids`, every row in: nothing to read back
         return dict(zip(hashes, map(int, column_values(rows, "id")), strict=True)), inserted
     return lookup_hashes(conn, column_values(rows, "domain")[0], hashes), inserted
 
@@ -195,8 +193,7 @@ def insert_occurrences(conn: Connection, rows: Sequence[dict[str, Any]] | Column
         return {}
     inserted = insert_ignore(conn, Occurrence.__table__, rows, conflict=["source_id", "row_number"])
     nums = column_values(rows, "row_number")
-    has_ids = "id" in rows if isinstance(rows, dict) else "id" in rows[0]
-    if inserted == n and has_ids:
+    if inserted == n and "id" in column_names(rows):
         return dict(zip(map(int, nums), map(int, column_values(rows, "id")), strict=True))
     source_id = column_values(rows, "source_id")[0]
     got = conn.execute(
@@ -216,35 +213,16 @@ def insert_quarantine(conn: Connection, rows: Sequence[dict[str, Any]]) -> int:
     return insert_ignore(conn, Quarantine.__table__, rows, conflict=["source_id", "row_number"])
 
 
-def _compact_signature(blob: bytes, num_perm: int) -> np.ndarray:
-    """A stored signature as compact uint16 values: ingests store those (2 bytes a value); stores written before
-    kept full uint32 values (4 bytes), which come back as their low 16 bits, the same values."""
-    if len(blob) == 4 * num_perm:
-        return (np.frombuffer(blob, dtype=np.uint32) & np.uint32(0xFFFF)).astype(np.uint16)
-    if len(blob) != 2 * num_perm:
+def _signature(blob: bytes, num_perm: int) -> np.ndarray:
+    """A stored signature's values: 2-byte (compact) as ingests store them, or 4-byte from older versions (the
+    index keeps their low 16 bits, the same values)."""
+    if len(blob) not in (2 * num_perm, 4 * num_perm):
         raise InputError(
             f"A stored MinHash signature has {len(blob)} bytes; num_perm={num_perm} needs {2 * num_perm} "
             f"(or {4 * num_perm} from older versions).",
             hint="use the [ingest] num_perm the store was built with, or ingest into a new store",
         )
-    return np.frombuffer(blob, dtype=np.uint16)
-
-
-def hash_prefix_array(hashes: Sequence[str]) -> np.ndarray:
-    """The first 64 bits of hex content hashes as uint64 (one that is not hex gives 0: no hex hash has its value,
-    so a filter with it only says "maybe" a little more often)."""
-    try:
-        return np.frombuffer(bytes.fromhex("".join(h[:16].ljust(16, "0") for h in hashes)), dtype=">u8").astype(
-            np.uint64
-        )
-    except ValueError:
-        out = np.zeros(len(hashes), dtype=np.uint64)
-        for k, h in enumerate(hashes):
-            try:
-                out[k] = int(h[:16], 16)
-            except ValueError:
-                pass
-        return out
+    return np.frombuffer(blob, dtype=np.uint16 if len(blob) == 2 * num_perm else np.uint32)
 
 
 @dataclass
@@ -252,14 +230,14 @@ class IndexRows:
     """One slice of a domain's documents, for the ingest's near-duplicate index and its hash filter."""
 
     ids: np.ndarray  # int64, of the documents that have a signature
-    sigs: np.ndarray  # uint16 (n, num_perm), compact
+    sigs: np.ndarray  # (n, num_perm), uint16 (compact) or uint32 (from older versions)
     clusters: np.ndarray  # int64
-    hash_prefixes: np.ndarray  # uint64, of every document of the slice (with or without a signature)
+    content_hashes: list[str]  # of every document of the slice (with or without a signature)
 
 
 def iter_index_rows(store: Store, *, domain: str, num_perm: int, batch: int = 100_000) -> Iterator[IndexRows]:
     """The domain's documents in id order, `batch` at a time: signatures and cluster ids to seed the near-duplicate
-    index, and content-hash prefixes for the filter of stored texts, in one pass over the table (on a store of 800k
+    index, and the content hashes for the filter of stored texts, in one pass over the table (on a store of 800k
     documents about a fifth of the time of two passes through SQLAlchemy rows)."""
     last = 0
     while True:
@@ -288,7 +266,7 @@ def iter_index_rows(store: Store, *, domain: str, num_perm: int, batch: int = 10
         if blobs and all(len(b) == 2 * num_perm for b in blobs):
             sigs = np.frombuffer(b"".join(blobs), dtype=np.uint16).reshape(len(blobs), num_perm)
         elif blobs:
-            sigs = np.stack([_compact_signature(b, num_perm) for b in blobs])
+            sigs = np.stack([_signature(b, num_perm) for b in blobs])  # uint32 if any is 4-byte
         else:
             sigs = np.zeros((0, num_perm), dtype=np.uint16)
         yield IndexRows(
@@ -296,7 +274,7 @@ def iter_index_rows(store: Store, *, domain: str, num_perm: int, batch: int = 10
             sigs=sigs,
             clusters=np.fromiter((r[2] if r[2] is not None else r[0] for r in with_sig), dtype=np.int64,
                                  count=len(with_sig)),
-            hash_prefixes=hash_prefix_array([r[3] for r in rows]),
+            content_hashes=[r[3] for r in rows],
         )
         last = int(rows[-1][0])
 

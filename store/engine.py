@@ -249,6 +249,11 @@ def column_count(rows: Sequence[dict[str, Any]] | Columns) -> int:
     return len(rows)
 
 
+def column_names(rows: Sequence[dict[str, Any]] | Columns) -> set[str]:
+    """The columns `rows` (dicts, or `Columns`) gives: the first row's keys, or the column names."""
+    return set(rows) if isinstance(rows, dict) else set(rows[0]) if rows else set()
+
+
 def column_values(rows: Sequence[dict[str, Any]] | Columns, name: str) -> list[Any]:
     """The values of column `name` in `rows` (dicts, or `Columns`)."""
     if isinstance(rows, dict):
@@ -299,9 +304,8 @@ def insert_ignore(
     return int(result.rowcount) if result.rowcount is not None and result.rowcount >= 0 else 0
 
 
-def _columns_and_defaults(table: Table, rows: Sequence[dict[str, Any]]) -> tuple[list[Any], dict[str, Any]]:
-    """The columns the rows give, and the client-side scalar defaults of the others (raw paths skip SQLAlchemy's)."""
-    given = set(rows[0])
+def _columns_and_defaults(table: Table, given: set[str]) -> tuple[list[Any], dict[str, Any]]:
+    """The columns given, and the client-side scalar defaults of the others (raw paths skip SQLAlchemy's)."""
     cols = [c for c in table.columns if c.name in given]
     defaults = {
         c.name: getattr(c.default, "arg", None)
@@ -337,15 +341,11 @@ def _sqlite_insert_ignore(
     Columns whose values the driver takes as they are (no processor; binary, which sqlite3 takes as bytes) are
     picked from each row by one `itemgetter` call; only the others go value by value.
     """
-    dialect = conn.dialect
-    cols, defaults = _columns_and_defaults(table, rows)
-    procs = [c.type._cached_bind_processor(dialect) for c in cols]  # noqa: SLF001
-    plain = [c.name for c, p in zip(cols, procs, strict=True)
-             if p is None or _as_is(c, (r.get(c.name) for r in rows))]
-    processed = [(c.name, p) for c, p in zip(cols, procs, strict=True) if p is not None and c.name not in plain]
+    cols, defaults = _columns_and_defaults(table, set(rows[0]))
+    procs = [_value_processor(conn, c, (r.get(c.name) for r in rows)) for c in cols]
+    plain = [c.name for c, p in zip(cols, procs, strict=True) if p is None]
+    processed = [(c.name, p) for c, p in zip(cols, procs, strict=True) if p is not None]
     sql, bound = _sqlite_insert_sql(conn, table, plain + [n for n, _ in processed], defaults, conflict)
-    if dialect._json_serializer is None:  # type: ignore[attr-defined]  # the default: json.dumps
-        processed = [(n, _fast_json(p) if isinstance(table.c[n].type, JSON) else p) for n, p in processed]
     params = _pick(rows, plain)
     rest: list[list[Any]] = [
         [None if v is None else proc(v) for v in (r.get(name) for r in rows)] for name, proc in processed
@@ -383,34 +383,36 @@ def _sqlite_executemany(conn: Connection, sql: str, params: list[tuple[Any, ...]
 def _sqlite_insert_columns(conn: Connection, table: Table, columns: Columns, *, conflict: Sequence[str]) -> int:
     """`_sqlite_insert_ignore` for rows given column by column: each column's processor runs over its list (only
     where the values need it), and one zip makes the rows."""
-    dialect = conn.dialect
     unknown = [n for n in columns if n not in table.c]
     if unknown:
         raise ValueError(f"{table.name} has no column {unknown}; it has {[c.name for c in table.columns]}")
     n = column_count(columns)
-    _, defaults = _columns_and_defaults(table, [dict.fromkeys(columns)])
+    _, defaults = _columns_and_defaults(table, set(columns))
     values: list[list[Any]] = []
     for name, vals in columns.items():
-        col = table.c[name]
-        proc: Callable[[Any], Any] | None = col.type._cached_bind_processor(dialect)  # noqa: SLF001
-        if proc is not None and not _as_is(col, vals):
-            if dialect._json_serializer is None and isinstance(col.type, JSON):  # type: ignore[attr-defined]
-                proc = _fast_json(proc)
-            vals = [None if v is None else proc(v) for v in vals]
-        values.append(vals)
+        proc = _value_processor(conn, table.c[name], vals)
+        values.append(vals if proc is None else [None if v is None else proc(v) for v in vals])
     sql, bound = _sqlite_insert_sql(conn, table, list(columns), defaults, conflict)
     values.extend([v] * n for v in bound.values())
     return _sqlite_executemany(conn, sql, list(zip(*values, strict=True)))
 
 
-def _as_is(column: Any, values: Iterable[Any]) -> bool:
-    """Values the driver takes as they are although the column type has a bind processor: binary (sqlite3 takes
-    bytes), and booleans that are all True, False or None (sqlite3 binds bool as the integer SQLAlchemy would)."""
-    if isinstance(column.type, LargeBinary):
-        return True
-    if isinstance(column.type, Boolean):
-        return all(type(v) is bool or v is None for v in values)
-    return False
+def _value_processor(conn: Connection, column: Any, values: Iterable[Any]) -> Callable[[Any], Any] | None:
+    """What each value of `column` must go through before sqlite3 binds it, or None when it takes them as they are.
+
+    None also where the type has a bind processor the values do not need: binary (sqlite3 takes bytes), and
+    booleans that are all True, False or None (sqlite3 binds bool as the integer SQLAlchemy would). JSON with the
+    default serializer gets the one C encoder (`_fast_json`).
+    """
+    dialect = conn.dialect
+    proc: Callable[[Any], Any] | None = column.type._cached_bind_processor(dialect)  # noqa: SLF001
+    if proc is None or isinstance(column.type, LargeBinary):
+        return None
+    if isinstance(column.type, Boolean) and all(type(v) is bool or v is None for v in values):
+        return None
+    if dialect._json_serializer is None and isinstance(column.type, JSON):  # type: ignore[attr-defined]
+        return _fast_json(proc)
+    return proc
 
 
 def _sqlite_literal(value: Any) -> str | None:
@@ -496,7 +498,7 @@ def _pg_copy_insert_ignore(
     """
     import psycopg
 
-    cols, defaults = _columns_and_defaults(table, rows)
+    cols, defaults = _columns_and_defaults(table, set(rows[0]))
     json_cols = [c.name for c in cols if isinstance(c.type, JSON)]
     plain = [c.name for c in cols if not isinstance(c.type, JSON)]
     names = plain + json_cols + list(defaults)  # JSON columns after the others: see _pg_row_tuples
