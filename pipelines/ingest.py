@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gc
 import os
+import sys
 import time
 import uuid
 from collections import Counter, defaultdict, deque
@@ -120,6 +121,11 @@ def _workers(setting: int | None, files: Sequence[Path], *, auto: bool) -> int:
 
 
 _AHEAD = 3
+# Seconds a thread may hold the GIL while another waits for it, during an ingest with workers (Python's default is
+# 0.005). Why: a chunk travels to and from a worker through a 64 KiB pipe, a few megabytes each way, and the
+# threads in this process that move it need the GIL after every 64 KiB; while this thread writes to the store,
+# each of those hand-overs waited up to 5 ms, so the worker sat blocked on its result for ~0.4 s a chunk.
+_SWITCH_INTERVAL = 0.0005
 
 
 class _Transactions:
@@ -234,8 +240,10 @@ def ingest_files(
     workers = _workers(config.ingest.workers, files, auto=auto_workers)
     pool = (ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=worker_init)
             if workers else None)
+    switch_interval = sys.getswitchinterval()
     if pool is not None:
         pool.submit(int)  # starts the workers now (importing spaCy takes them a second or two), not at the first chunk
+        sys.setswitchinterval(_SWITCH_INTERVAL)
     tx = _Transactions(store, commit_rows=config.ingest.commit_rows)
     scope = uuid.uuid4().hex  # this run, for the workers' memory of texts they prepared (see pipelines/prepare.py)
     try:
@@ -319,6 +327,8 @@ def ingest_files(
         finish_run(store, run_id, status="failed", stats=stats.as_dict(time.perf_counter() - t0),
                    error=f"{type(exc).__name__}: {exc}")
         raise
+    finally:
+        sys.setswitchinterval(switch_interval)
     if pool is not None:
         pool.shutdown()
     seconds = time.perf_counter() - t0

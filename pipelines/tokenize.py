@@ -63,11 +63,12 @@ def _import_punkt() -> Any:
     return importlib.import_module("nltk.tokenize.punkt")
 
 
-_import_punkt()
+_punkt_module = _import_punkt()
 from nltk.tokenize.punkt import (  # noqa: E402
     PunktLanguageVars,
     PunktParameters,
     PunktSentenceTokenizer,
+    PunktToken,
     PunktTrainer,
 )
 
@@ -229,6 +230,12 @@ def _learn_pieces(tokenizer: Any, pieces: set[str]) -> None:
     Pieces are joined with " \\x00 " so that no special case (":)" and the like, which spaCy
     matches across whitespace) can span two pieces: each count is that of the piece alone.
     """
+    # A piece of ASCII letters only, or digits only, is one token unless it is a special case ("cannot"): no
+    # prefix, suffix or infix rule of the English tokenizer matches inside it (tested). Half the new pieces.
+    rules = tokenizer.rules
+    plain = [p for p in pieces if p.isascii() and (p.isalpha() or p.isdigit()) and p not in rules]
+    _piece_counts.update(zip(plain, [1] * len(plain), strict=True))
+    pieces = pieces.difference(plain)
     todo = sorted(p for p in pieces if "\x00" not in p)
     _piece_counts.update((p, len(tokenizer(p))) for p in pieces if "\x00" in p)
     while todo:
@@ -262,6 +269,41 @@ def _period_context_finditer(lang_vars: Any) -> Callable[[str], Any]:
     return pattern.finditer  # type: ignore[no-any-return]
 
 
+def _untimed(pattern: Any) -> Any:
+    """The compiled `regex` pattern inside NLTK's `TimedPattern`: the same engine, so the same answers, without
+    the wall-clock check on every call.
+
+    Why: Punkt matches a few short patterns against every word it looks at (the type, ellipsis, initial and
+    alphabetic tests, the word tokenizer); the timeout's bookkeeping cost more than the matching. The patterns are
+    NLTK's own and linear on these inputs, and the texts are bounded by `[ingest] max_chars`.
+    """
+    return getattr(pattern, "_rx", pattern)
+
+
+_NON_PUNCT = _untimed(_punkt_module._re_non_punct)
+
+
+class _Token(PunktToken):
+    """`PunktToken` with NLTK's patterns run untimed (see `_untimed`)."""
+
+    __slots__ = ()
+    _RE_ELLIPSIS = _untimed(PunktToken._RE_ELLIPSIS)
+    _RE_NUMERIC = _untimed(PunktToken._RE_NUMERIC)
+    _RE_INITIAL = _untimed(PunktToken._RE_INITIAL)
+    _RE_ALPHA = _untimed(PunktToken._RE_ALPHA)
+
+    @property
+    def is_non_punct(self) -> Any:
+        return _NON_PUNCT.search(self.type)
+
+
+def _lang_vars() -> PunktLanguageVars:
+    """NLTK's English language variables, with the word tokenizer pattern run untimed (see `_untimed`)."""
+    lang = PunktLanguageVars()
+    lang._re_word_tokenizer = _untimed(lang._word_tokenizer_re())
+    return lang
+
+
 class _Punkt(PunktSentenceTokenizer):
     """Punkt with its per-candidate decisions memoized and a faster `sentences` (same answers, tested).
 
@@ -273,7 +315,7 @@ class _Punkt(PunktSentenceTokenizer):
     """
 
     def __init__(self, params: PunktParameters) -> None:
-        super().__init__(params)
+        super().__init__(params, lang_vars=_lang_vars(), token_cls=_Token)
         self._decide = lru_cache(maxsize=1 << 16)(super().text_contains_sentbreak)
         self._period_contexts = _period_context_finditer(self._lang_vars)
 
@@ -436,7 +478,7 @@ def train_sentence_splitter(
     corpus itself contradicts (PhraseBank has "Corp" without a period 40% of the time) are still
     not learned, hence `include_defaults`, which adds `DEFAULT_ABBREVIATIONS`.
     """
-    trainer = PunktTrainer()
+    trainer = PunktTrainer(lang_vars=_lang_vars(), token_cls=_Token)
     trainer.IGNORE_ABBREV_PENALTY = True
     sample = [t for t in islice(texts, max_texts) if t and not t.isspace()]
     trainer.train("\n".join(sample), finalize=True)

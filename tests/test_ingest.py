@@ -240,11 +240,13 @@ def test_config_check(tmp_path: Path) -> None:
 def test_chunked_ingest_matches_single_chunk(tmp_path: Path) -> None:
     """Chunk boundaries and worker processes change nothing: the same documents, duplicates and clusters."""
     results = []
+    switch_interval = sys.getswitchinterval()
     for chunk, workers in ((100, 0), (50_000, 0), (100, 1), (100, 2)):
         s = open_store(f"sqlite:///{tmp_path / f'c{chunk}_{workers}.db'}")
         cfg = Config.model_validate({"ingest": {"chunk_rows": chunk, "workers": workers}})
         r = ingest_files(s, [CS], domain="customer_service", config=cfg, **CS_ARGS)
         assert r["workers"] == workers
+        assert sys.getswitchinterval() == switch_interval  # shortened for the run with workers, then restored
         frame = documents_frame(s, columns=("content_hash", "cluster_id", "id", "text"))
         partition = sorted(sorted(g) for g in frame.groupby("cluster_id")["content_hash"].apply(list))
         results.append((r["stored"], r["duplicates"], r["quarantined"], r["pii_masked"], partition,

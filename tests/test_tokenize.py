@@ -4,6 +4,7 @@ import csv
 import pickle
 import random
 import re
+import string
 from pathlib import Path
 
 import pytest
@@ -75,6 +76,18 @@ GAPS = ["", " ", " ", " ", "  ", "\n", " \n ", "\t", "\xa0", "\u2003", "\n\n"]
 def test_token_counts_equal_spacy_for_any_spacing(parts, tail):
     text = "".join(gap + word for gap, word in parts) + tail
     assert count_tokens([text]) == [len(tk._get_tokenizer()(text))]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list(string.ascii_letters + string.digits)), min_size=1, max_size=12))
+def test_plain_pieces_are_counted_without_spacy_as_spacy_counts_them(piece: str) -> None:
+    """The short-cut in `_learn_pieces` (ASCII letters only or digits only: one token unless a special case)."""
+    tok = tk._get_tokenizer()
+    special = [p for p in tok.rules if p.isascii() and (p.isalpha() or p.isdigit())]
+    assert any(len(tok(p)) > 1 for p in special)  # "cannot", "gonna": the reason for the exception
+    tk._piece_counts.clear()
+    pieces = [piece, piece.lower(), piece.upper(), piece.capitalize(), *special]
+    assert count_tokens(pieces) == [len(tok(p)) for p in pieces]
 
 
 def test_placeholders_and_emoji_are_one_token_each():
@@ -249,6 +262,26 @@ def test_period_contexts_use_stdlib_re_only_for_nltks_own_pattern() -> None:
     other = tk._period_context_finditer(Vars())
     assert not isinstance(getattr(other, "__self__", None), re.Pattern)
     assert [m.start() for m in other("a; b. c")] == [1, 4]
+
+
+@pytest.mark.integration
+def test_untimed_punkt_learns_what_nltks_own_trainer_learns() -> None:
+    """Training with the untimed patterns (`tk._untimed`) gives NLTK's own parameters, and the splitter's patterns
+    are the plain `regex` ones behind NLTK's guard (nothing left for the clock to check)."""
+    from nltk.tokenize.punkt import PunktTrainer
+
+    texts = _real_texts()[:4000]
+    ours = train_sentence_splitter(texts, include_defaults=False)._punkt._params
+    trainer = PunktTrainer()
+    trainer.IGNORE_ABBREV_PENALTY = True
+    trainer.train("\n".join(t for t in texts if t and not t.isspace()), finalize=True)
+    theirs = trainer.get_params()
+    assert ours.abbrev_types == theirs.abbrev_types and ours.abbrev_types
+    assert ours.collocations == theirs.collocations
+    assert ours.sent_starters == theirs.sent_starters
+    assert dict(ours.ortho_context) == dict(theirs.ortho_context)
+    punkt = SentenceSplitter(ours)._punkt
+    assert not hasattr(punkt._Token._RE_NUMERIC, "_rx") and not hasattr(punkt._lang_vars._word_tokenizer_re(), "_rx")
 
 
 _OLD_CANDIDATE = re.compile(r"[.!?\u2026][\"'\u2019\u201d)\]]*\s+\S|\n\s*\S")
