@@ -504,16 +504,20 @@ class NearDupIndex:
                 lo = lo[hit]
                 count = np.searchsorted(run, wide[hit] | _LOW32, side="right") - lo
                 idx, owner = _ranges(lo, np.minimum(count, cap))
-                pairs.append(qs64[order[hit[owner]]] | (run[idx] & _LOW32))
+                pairs.append(np.sort(qs64[order[hit[owner]]] | (run[idx] & _LOW32)))
             # Earlier documents of this batch in the same bucket, the latest `cap` of them.
             group_start = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
             rank = np.arange(order.size) - np.repeat(group_start, np.diff(np.r_[group_start, order.size]))
             back, owner = _ranges(np.zeros(order.size, dtype=np.int64), np.minimum(rank, cap))
-            pairs.append(qs64[order[owner]] | (np.uint64(base) + queries[order[owner - back - 1]].astype(np.uint64)))
+            pairs.append(
+                np.sort(qs64[order[owner]] | (np.uint64(base) + queries[order[owner - back - 1]].astype(np.uint64)))
+            )
         if not pairs:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        # Each part sorted on its own (small enough to stay in cache), then merged by timsort ("stable"), which
+        # finds the sorted runs: a third quicker than one sort of the whole, on the 1M-row benchmark's pairs.
         pair = np.concatenate(pairs)
-        pair.sort()
+        pair.sort(kind="stable")
         if self.min_bands > 1:
             # A pair listed k times shares k bands: its (min_bands - 1)th repeat marks it. Cheaper than np.unique's
             # counts, and what survives is a small fraction of the pairs.
