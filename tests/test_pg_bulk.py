@@ -387,6 +387,31 @@ def _fk_on(conn: Any) -> int:
     return int(conn.exec_driver_sql("PRAGMA foreign_keys").scalar_one())
 
 
+def test_new_sqlite_stores_get_16k_pages_and_old_ones_keep_theirs(tmp_path: Any) -> None:
+    """A new store is created with 16 KiB pages; a store made with SQLite's 4 KiB keeps them (SQLite cannot change
+    them in WAL mode), and its bulk loads still checkpoint at ~400 MB, counted in its own pages."""
+    import sqlite3
+
+    from store import engine
+
+    new = open_store(f"sqlite:///{tmp_path / 'new.db'}")
+    with new.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA page_size").scalar_one() == 16_384
+    with new.connect(bulk=True) as conn:
+        assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar_one() == engine._BULK_WAL_BYTES // 16_384
+    old_path = tmp_path / "old.db"
+    raw = sqlite3.connect(old_path)
+    raw.execute("PRAGMA page_size=4096")
+    raw.execute("CREATE TABLE t (x)")  # the file now has pages of 4 KiB
+    raw.close()
+    old = open_store(f"sqlite:///{old_path}")
+    with old.connect(bulk=True) as conn:
+        assert conn.exec_driver_sql("PRAGMA page_size").scalar_one() == 4096
+        assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar_one() == engine._BULK_WAL_BYTES // 4096
+    new.close()
+    old.close()
+
+
 def test_sqlite_bulk_connection_settings_hold_only_inside(sqlite_url: str, tmp_path: Any) -> None:
     """`connect(bulk=True)` turns SQLite's per-row foreign-key checks off, lets the WAL grow and the page cache
     take 128 MiB for its own transaction only: the pooled connection has the defaults again afterwards, also after
