@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import gc
 import os
-import sys
+import pickle
+import shutil
+import tempfile
 import time
 import uuid
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import BrokenExecutor, Future, ProcessPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from multiprocessing import get_context
@@ -31,9 +33,9 @@ import numpy as np
 import pandas as pd
 
 from curation.config import Config, check_domain
-from curation.errors import InputError
+from curation.errors import CurationError, InputError
 from pipelines.dedup import ClusterPlan, MinHashParams, NearDupIndex, add_sorted_run
-from pipelines.prepare import GC_GEN0, Prepared, hash_prefixes, prepare, worker_init
+from pipelines.prepare import GC_GEN0, Prepared, hash_prefixes, prepare, prepare_file, worker_init
 from pipelines.readers import ReaderOptions, read_batches, sniff_format
 from pipelines.tokenize import SentenceSplitter, default_splitter, train_sentence_splitter
 from store import documents as docs_store
@@ -121,11 +123,6 @@ def _workers(setting: int | None, files: Sequence[Path], *, auto: bool) -> int:
 
 
 _AHEAD = 3
-# Seconds a thread may hold the GIL while another waits for it, during an ingest with workers (Python's default is
-# 0.005). Why: a chunk travels to and from a worker through a 64 KiB pipe, a few megabytes each way, and the
-# threads in this process that move it need the GIL after every 64 KiB; while this thread writes to the store,
-# each of those hand-overs waited up to 5 ms, so the worker sat blocked on its result for ~0.4 s a chunk.
-_SWITCH_INTERVAL = 0.0005
 
 
 class _Transactions:
@@ -240,10 +237,10 @@ def ingest_files(
     workers = _workers(config.ingest.workers, files, auto=auto_workers)
     pool = (ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=worker_init)
             if workers else None)
-    switch_interval = sys.getswitchinterval()
+    spool: Path | None = None  # where chunks and their results wait for a worker or for this process
     if pool is not None:
         pool.submit(int)  # starts the workers now (importing spaCy takes them a second or two), not at the first chunk
-        sys.setswitchinterval(_SWITCH_INTERVAL)
+        spool = Path(tempfile.mkdtemp(prefix="curate-ingest-"))
     tx = _Transactions(store, commit_rows=config.ingest.commit_rows)
     scope = uuid.uuid4().hex  # this run, for the workers' memory of texts they prepared (see pipelines/prepare.py)
     try:
@@ -263,11 +260,13 @@ def ingest_files(
             source_id = docs_store.ensure_source(store, name=name, domain=domain, path=str(path.resolve()))
             before = stats.rows_read, stats.stored, stats.duplicates, stats.quarantined
             splitter: SentenceSplitter | None = None
-            pending: deque[list[Any]] = deque()  # [batch, job, Future or Prepared], in file order
+            # [batch, job, state], in file order; state: None (read, not handed to a worker yet), a Future (with a
+            # worker), Prepared, or _Recorded (a re-run's chunk that needs nothing).
+            pending: deque[list[Any]] = deque()
             exhausted = False
             while pending or not exhausted:
-                # Keep the workers busy: up to workers+3 chunks prepared ahead of the one being written, so that a
-                # slow step here (a commit that checkpoints the WAL takes a second or two) does not leave them idle.
+                # Keep the workers busy: up to workers+3 chunks read ahead of the one being written, so that a slow
+                # step here (a commit that checkpoints the WAL takes a second or two) does not leave them idle.
                 while not exhausted and len(pending) <= (workers + _AHEAD if workers else 0):
                     with timer("read"):
                         batch = next(it, None)
@@ -287,12 +286,14 @@ def ingest_files(
                     job = dict(texts=texts, domain=domain, pii_types=list(config.pii.types), params=params,
                                splitter=splitter, scope=scope)
                     if pool is not None:
-                        pending.append([batch, job, pool.submit(prepare, **job)])
+                        pending.append([batch, job, None])
                     else:
                         with timer("prepare"):
                             pending.append([batch, job, prepare(**job)])
                 if not pending:
                     break
+                if pool is not None and spool is not None:
+                    _hand_to_workers(pending, pool, spool, capacity=2 * workers + 1)
                 if isinstance(pending[0][2], Future) and not pending[0][2].done():
                     stats.chunks_prepared_here += _prepare_instead_of_waiting(pending)
                 batch, job, fut = pending.popleft()
@@ -302,7 +303,8 @@ def ingest_files(
                         on_progress(len(batch))
                     continue
                 with timer("wait_workers"):
-                    prepared = fut.result() if isinstance(fut, Future) else fut
+                    prepared = (_result(fut.result()) if isinstance(fut, Future)
+                                else fut if fut is not None else prepare(**job))
                 for k, v in prepared.seconds.items():
                     stats.stage_seconds[k] += v
                 _store_batch(
@@ -326,9 +328,17 @@ def ingest_files(
             pool.shutdown(wait=False, cancel_futures=True)
         finish_run(store, run_id, status="failed", stats=stats.as_dict(time.perf_counter() - t0),
                    error=f"{type(exc).__name__}: {exc}")
+        if isinstance(exc, BrokenExecutor):
+            raise CurationError(
+                f"An ingest worker process stopped unexpectedly (killed, or out of memory?) after {stats.rows_read} "
+                "rows were read; the transactions committed before it are kept.",
+                hint="run the same command again: it skips the rows already recorded and stores the rest "
+                "([ingest] workers = 0 prepares in this process, with less memory in all)",
+            ) from exc
         raise
     finally:
-        sys.setswitchinterval(switch_interval)
+        if spool is not None:
+            shutil.rmtree(spool, ignore_errors=True)
     if pool is not None:
         pool.shutdown()
     seconds = time.perf_counter() - t0
@@ -531,16 +541,44 @@ class _HashFilter:
         return out
 
 
+def _hand_to_workers(pending: deque[list[Any]], pool: ProcessPoolExecutor, spool: Path, *, capacity: int) -> None:
+    """Give read chunks to the workers, oldest first, while fewer than `capacity` of theirs are unfinished (the
+    ingest allows 2 * workers + 1: one running per worker and more waiting, since it tops them up only between
+    chunks and a commit here can take a second); the others wait here, where this process may take one.
+
+    Why not submit every chunk at once and cancel a submitted one to prepare it here: a future cancelled before a
+    worker dies stops the pool's manager thread (CPython gh-107219, still in 3.11) and the futures after it never
+    finish, so the run would hang instead of failing. A chunk travels as a file in `spool` (see
+    `pipelines.prepare.prepare_file`).
+    """
+    busy = sum(1 for item in pending if isinstance(item[2], Future) and not item[2].done())
+    for item in pending:
+        if busy >= capacity:
+            return
+        if item[2] is None:
+            path = spool / f"{uuid.uuid4().hex}.job"
+            path.write_bytes(pickle.dumps(item[1], protocol=pickle.HIGHEST_PROTOCOL))
+            item[2] = pool.submit(prepare_file, str(path))
+            busy += 1
+
+
+def _result(path: str) -> Prepared:
+    """A worker's result, read from the file it wrote (and removed)."""
+    src = Path(path)
+    prepared: Prepared = pickle.loads(src.read_bytes())  # noqa: S301 - written by our own worker
+    src.unlink()
+    return prepared
+
+
 def _prepare_instead_of_waiting(pending: deque[list[Any]]) -> int:
-    """About to wait for the workers: prepare here a chunk that no worker has started (the latest queued one whose
-    future can still be cancelled). Returns 1 if it did, else 0.
+    """About to wait for the workers: prepare here a chunk not handed to them (the latest one read). Returns 1 if it
+    did, else 0.
 
     Why: on many inputs this process's own work (reading, near-duplicates, writing) is lighter than a worker's;
     instead of sitting idle it takes a share of the preparing, and both sides finish at about the same time.
     """
     for item in reversed(pending):
-        fut = item[2]
-        if isinstance(fut, Future) and fut.cancel():
+        if item[2] is None:
             item[2] = prepare(**item[1])
             return 1
     return 0

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import os
+import pickle
 import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -21,7 +24,7 @@ from pipelines.dedup import MinHashParams, compact_signatures, signatures
 from pipelines.pii import mask_batch
 from pipelines.tokenize import SentenceSplitter, count_tokens
 
-__all__ = ["GC_GEN0", "Prepared", "hash_prefixes", "prepare", "worker_init"]
+__all__ = ["GC_GEN0", "Prepared", "hash_prefixes", "prepare", "prepare_file", "worker_init"]
 
 GC_GEN0 = 100_000
 
@@ -157,3 +160,23 @@ def prepare(
     return Prepared(masked=new_texts, empty=[i for i, k in enumerate(keys) if not k], hashes=hashes, pii=pii_counts,
                     first=first, n_tokens=list(n_tokens),
                     n_sentences=list(n_sents), sigs=sigs, seconds=secs)
+
+
+def prepare_file(path: str) -> str:
+    """`prepare` in a worker process, through files: the job (`prepare`'s keyword arguments, pickled) is read from
+    `path` and removed, the result is written beside it, and its path comes back.
+
+    Why files and not the pool's pipes: a chunk is megabytes each way. A worker killed (by the OOM killer, say) in
+    the middle of sending a result through the pipe left ProcessPoolExecutor's reader waiting forever for the rest
+    (CPython 3.11), so the run hung instead of failing; a message of a few hundred bytes is written whole (below
+    PIPE_BUF) or not at all. And one read of a file costs this process less than taking the pipe's data 64 KiB at a
+    time, each piece waiting for the GIL.
+    """
+    src = Path(path)
+    job = pickle.loads(src.read_bytes())  # noqa: S301 - written by the ingest that started this worker
+    src.unlink()
+    result = prepare(**job)
+    part, out = src.with_suffix(".part"), src.with_suffix(".out")
+    part.write_bytes(pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
+    os.replace(part, out)  # the result file is complete or absent
+    return str(out)

@@ -240,13 +240,11 @@ def test_config_check(tmp_path: Path) -> None:
 def test_chunked_ingest_matches_single_chunk(tmp_path: Path) -> None:
     """Chunk boundaries and worker processes change nothing: the same documents, duplicates and clusters."""
     results = []
-    switch_interval = sys.getswitchinterval()
     for chunk, workers in ((100, 0), (50_000, 0), (100, 1), (100, 2)):
         s = open_store(f"sqlite:///{tmp_path / f'c{chunk}_{workers}.db'}")
         cfg = Config.model_validate({"ingest": {"chunk_rows": chunk, "workers": workers}})
         r = ingest_files(s, [CS], domain="customer_service", config=cfg, **CS_ARGS)
         assert r["workers"] == workers
-        assert sys.getswitchinterval() == switch_interval  # shortened for the run with workers, then restored
         frame = documents_frame(s, columns=("content_hash", "cluster_id", "id", "text"))
         partition = sorted(sorted(g) for g in frame.groupby("cluster_id")["content_hash"].apply(list))
         results.append((r["stored"], r["duplicates"], r["quarantined"], r["pii_masked"], partition,
@@ -307,9 +305,9 @@ def test_texts_prepared_in_an_earlier_chunk_are_not_prepared_again(tmp_path: Pat
     import pipelines.prepare as prep
 
     words = ["card", "refund", "transfer", "pin", "fee", "abroad", "limit", "blocked", "late", "twice"]
-    texts = [f"my {words[j % 10]} and {words[j // 10 % 10]} problem number {j}." for j in (i % 70 for i in range(300))]
+    texts = [f"my {words[j % 10]} and {words[j // 10 % 10]} problem number {j}." for j in (i % 70 for i in range(600))]
     data = tmp_path / "repeats.csv"
-    pd.DataFrame({"text": texts, "label": ["x"] * 300}).to_csv(data, index=False)
+    pd.DataFrame({"text": texts, "label": ["x"] * 600}).to_csv(data, index=False)
     results = []
     # chunk, memory limit: 5 texts makes the memory forget (repeats look new, collide on insert and are read back)
     for chunk, limit in ((100, None), (10_000, None), (100, 5)):
@@ -320,15 +318,15 @@ def test_texts_prepared_in_an_earlier_chunk_are_not_prepared_again(tmp_path: Pat
                 mp.setattr(prep, "_PREPARED_LIMIT", limit)
             r = ingest_files(s, [data], domain="customer_service", config=cfg, text_column="text",
                              label_column="label")
-        assert _balanced(r) and r["stored"] == 70 and r["duplicates"] == 230
-        if workers and chunk == 100:
-            # The worker takes a second to start: this process prepares some chunks itself meanwhile, with a
-            # memory of its own, and nothing changes.
+        assert _balanced(r) and r["stored"] == 70 and r["duplicates"] == 530
+        if workers and chunk == 100 and limit is None:
+            # The worker takes a second to start: this process prepares some chunks itself meanwhile (of six, the
+            # ones not handed to the worker yet), with a memory of its own, and nothing changes.
             assert r["chunks_prepared_here"] >= 1
         frame = documents_frame(s, columns=("id", "text", "cluster_id", "n_tokens", "n_sentences"))
         assert set(frame["cluster_id"]) <= set(frame["id"])
         results.append(frame.drop(columns="id").to_dict("records"))
-        assert len(annotations_frame(s)) == 300
+        assert len(annotations_frame(s)) == 600
     assert results[0] == results[1] == results[2]
 
     # The store holds row 1's text under another hash; rows 1-100 are recorded, row 71 (same text) is not yet.
@@ -434,6 +432,53 @@ def test_killed_ingest_resumes_without_gaps_or_duplicates(tmp_path: Path) -> Non
     final = store_status(store)
     assert 0 < partial <= final["documents"]
     assert final["documents"] == ref["stored"]
+    assert final["duplicates"] == ref["duplicates"]
+    assert len(annotations_frame(store)) == len(annotations_frame(fresh))
+
+
+@pytest.mark.slow
+def test_a_killed_worker_fails_the_run_clearly_and_a_rerun_completes(tmp_path: Path) -> None:
+    """A worker process that dies (the kernel's OOM killer, a signal) ends the run with a clear error instead of a
+    hang, keeps the committed transactions, and the same command run again stores exactly the rest."""
+    import psutil
+
+    from benchmarks.ingest.make_data import make_data
+
+    data = tmp_path / "rows.csv"
+    make_data(rows=60_000, out=data, seed=1, data_dir=shared_data("banking77", "train.csv").parents[1])
+    db = f"sqlite:///{tmp_path / 'w.db'}"
+    cfg = tmp_path / "curate.toml"
+    cfg.write_text("[ingest]\nchunk_rows = 500\ncommit_rows = 1000\nworkers = 1\n")
+    cmd = [sys.executable, "-m", "curation.cli", "ingest", str(data), "--domain", "customer_service",
+           "--text-column", "text", "--label-column", "label", "--id-column", "id", "--db", db, "--config",
+           str(cfg), "--json"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = psutil.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env)
+    store = open_store(db)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        time.sleep(0.1)
+        try:
+            if store_status(store)["documents"] > 1000:
+                break
+        except Exception:  # the store may be locked or not created yet
+            continue
+    workers = [c for c in proc.children(recursive=True) if "spawn_main" in " ".join(c.cmdline())]
+    assert workers, "the ingest runs one worker process"
+    for w in workers:
+        w.kill()
+    _, err = proc.communicate(timeout=120)  # fails the run, does not hang
+    assert proc.returncode == 1, err[-2000:]
+    assert "worker process stopped unexpectedly" in err and "run the same command again" in err
+    partial = store_status(store)["documents"]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, check=True)
+    out = json.loads(done.stdout)
+    assert _balanced(out) and out["already_ingested"] > 0
+    fresh = open_store(f"sqlite:///{tmp_path / 'fresh.db'}")
+    ref = ingest_files(fresh, [data], domain="customer_service", text_column="text", label_column="label",
+                       id_column="id")
+    final = store_status(store)
+    assert 0 < partial < final["documents"] == ref["stored"]
     assert final["duplicates"] == ref["duplicates"]
     assert len(annotations_frame(store)) == len(annotations_frame(fresh))
 
