@@ -18,7 +18,7 @@ from curation.cli import app
 from curation.config import Config
 from pipelines.ingest import ingest_files
 from store.documents import annotations_frame, documents_frame, quarantine_frame, store_status
-from store.engine import open_store
+from store.engine import Store, open_store
 from tests.conftest import REPO, shared_data
 
 SAMPLES = REPO / "pipelines" / "sample_data"
@@ -400,6 +400,20 @@ def test_clusters_survive_a_writer_that_came_first(store, tmp_path: Path, monkey
     assert after.loc[base, "id"] == base_id
 
 
+def _store_once_it_has(db: str, *, documents: int, timeout: float = 120) -> Store:
+    """The store at `db` once a running ingest has committed more than `documents` documents (or the timeout)."""
+    store = open_store(db)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        time.sleep(0.1)
+        try:
+            if store_status(store)["documents"] > documents:
+                break
+        except Exception:  # the store may be locked or not created yet
+            continue
+    return store
+
+
 @pytest.mark.slow
 def test_killed_ingest_resumes_without_gaps_or_duplicates(tmp_path: Path) -> None:
     data = shared_data("banking77", "train.csv")
@@ -410,15 +424,7 @@ def test_killed_ingest_resumes_without_gaps_or_duplicates(tmp_path: Path) -> Non
            "--label-column", "category", "--db", db, "--config", str(cfg), "--json"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path,
                             env={**os.environ, "PYTHONPATH": str(REPO)})
-    store = open_store(db)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        time.sleep(0.2)
-        try:
-            if store_status(store)["documents"] > 1000:
-                break
-        except Exception:  # the store may be locked or not created yet
-            continue
+    store = _store_once_it_has(db, documents=1000)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     partial = store_status(store)["documents"]
@@ -454,15 +460,7 @@ def test_a_killed_worker_fails_the_run_clearly_and_a_rerun_completes(tmp_path: P
            str(cfg), "--json"]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = psutil.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env)
-    store = open_store(db)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        time.sleep(0.1)
-        try:
-            if store_status(store)["documents"] > 1000:
-                break
-        except Exception:  # the store may be locked or not created yet
-            continue
+    store = _store_once_it_has(db, documents=1000)
     workers = [c for c in proc.children(recursive=True) if "spawn_main" in " ".join(c.cmdline())]
     assert workers, "the ingest runs one worker process"
     for w in workers:
