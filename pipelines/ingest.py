@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import gc
 import os
-import pickle
 import shutil
 import tempfile
 import time
@@ -35,7 +34,16 @@ import pandas as pd
 from curation.config import Config, check_domain
 from curation.errors import CurationError, InputError
 from pipelines.dedup import ClusterPlan, MinHashParams, NearDupIndex, add_sorted_run
-from pipelines.prepare import GC_GEN0, Prepared, hash_prefixes, prepare, prepare_file, worker_init
+from pipelines.prepare import (
+    GC_GEN0,
+    Prepared,
+    hash_prefixes,
+    prepare,
+    prepare_file,
+    read_result,
+    worker_init,
+    write_job,
+)
 from pipelines.readers import ReaderOptions, read_batches, sniff_format
 from pipelines.tokenize import SentenceSplitter, default_splitter, train_sentence_splitter
 from store import documents as docs_store
@@ -303,8 +311,8 @@ def ingest_files(
                         on_progress(len(batch))
                     continue
                 with timer("wait_workers"):
-                    prepared = (_result(fut.result()) if isinstance(fut, Future)
-                                else fut if fut is not None else prepare(**job))
+                    # The head is never still unsent here: _hand_to_workers sends the oldest chunks first.
+                    prepared = read_result(fut.result()) if isinstance(fut, Future) else fut
                 for k, v in prepared.seconds.items():
                     stats.stage_seconds[k] += v
                 _store_batch(
@@ -556,18 +564,8 @@ def _hand_to_workers(pending: deque[list[Any]], pool: ProcessPoolExecutor, spool
         if busy >= capacity:
             return
         if item[2] is None:
-            path = spool / f"{uuid.uuid4().hex}.job"
-            path.write_bytes(pickle.dumps(item[1], protocol=pickle.HIGHEST_PROTOCOL))
-            item[2] = pool.submit(prepare_file, str(path))
+            item[2] = pool.submit(prepare_file, write_job(spool, item[1]))
             busy += 1
-
-
-def _result(path: str) -> Prepared:
-    """A worker's result, read from the file it wrote (and removed)."""
-    src = Path(path)
-    prepared: Prepared = pickle.loads(src.read_bytes())  # noqa: S301 - written by our own worker
-    src.unlink()
-    return prepared
 
 
 def _prepare_instead_of_waiting(pending: deque[list[Any]]) -> int:
