@@ -235,6 +235,12 @@ class IndexRows:
     content_hashes: list[str]  # of every document of the slice (with or without a signature)
 
 
+# "+domain" keeps SQLite walking the table in id order; without it SQLite picks an index on domain and sorts every
+# document of the domain again for each batch (2.0 s instead of 0.75 s for 800k documents).
+_INDEX_ROWS_SQLITE = (f"SELECT id, minhash, cluster_id, content_hash FROM {Document.__tablename__} "
+                      "WHERE +domain = ? AND id > ? ORDER BY id LIMIT ?")
+
+
 def iter_index_rows(store: Store, *, domain: str, num_perm: int, batch: int = 100_000) -> Iterator[IndexRows]:
     """The domain's documents in id order, `batch` at a time: signatures and cluster ids to seed the near-duplicate
     index, and the content hashes for the filter of stored texts, in one pass over the table (on a store of 800k
@@ -245,11 +251,7 @@ def iter_index_rows(store: Store, *, domain: str, num_perm: int, batch: int = 10
             if conn.dialect.name == "sqlite":
                 cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
                 try:
-                    rows = cur.execute(
-                        f"SELECT id, minhash, cluster_id, content_hash FROM {Document.__tablename__} "
-                        "WHERE domain = ? AND id > ? ORDER BY id LIMIT ?",
-                        (domain, last, batch),
-                    ).fetchall()
+                    rows = cur.execute(_INDEX_ROWS_SQLITE, (domain, last, batch)).fetchall()
                 finally:
                     cur.close()
             else:

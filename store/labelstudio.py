@@ -191,7 +191,8 @@ def push_candidates(
     """(document id, priority) of documents to send, in sending order, and how many were already in the project.
 
     Priority order: documents picked by active learning first (their latest selection: newest run, then rank), then
-    the rest by id. `random` is a seeded shuffle; `oldest` is by ingest time.
+    the rest by id. `random` is a seeded shuffle; `oldest` is the order they were stored in (document ids grow in that
+    order; no index on `created_at` is kept, see migration 0003).
     """
     in_project = exists().where(Task.project_ref == project_ref, Task.document_id == Document.id)
     with store.connect() as conn:
@@ -219,7 +220,7 @@ def push_candidates(
                 q = q.limit(limit)
             rows = [(int(r[0]), None if r[1] is None else float(r[1])) for r in conn.execute(q)]
         elif order == "oldest":
-            q = selected(select(Document.id)).where(~in_project).order_by(Document.created_at, Document.id)
+            q = selected(select(Document.id)).where(~in_project).order_by(Document.id)
             if limit:
                 q = q.limit(limit)
             rows = [(int(i), None) for i in conn.execute(q).scalars()]

@@ -98,7 +98,6 @@ class Document(Base):
         UniqueConstraint("domain", "content_hash", name="uq_documents_domain_hash"),
         Index("ix_documents_domain_source", "domain", "source_id"),
         Index("ix_documents_cluster", "cluster_id"),
-        Index("ix_documents_created_at", "created_at"),
     )
     id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
     domain: Mapped[str] = mapped_column(String(64))
@@ -162,7 +161,6 @@ class Annotation(Base):
         UniqueConstraint("occurrence_id", name="uq_annotations_occurrence"),
         UniqueConstraint("ls_annotation_id", name="uq_annotations_ls_id"),
         Index("ix_annotations_document", "document_id"),
-        Index("ix_annotations_updated_at", "updated_at"),
     )
     id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
     document_id: Mapped[int] = mapped_column(ForeignKey("documents.id"))

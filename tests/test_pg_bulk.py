@@ -487,3 +487,29 @@ def test_sqlite_raw_path_stores_what_core_stores(sqlite_url: str) -> None:
         r[7] for r in want if r[0] != 2
     ]
     assert got[0][2] == "it's a 'quote'" and got[0][5] == 1 and got[0][6] is None
+
+
+def test_sqlite_index_rows_walk_the_table_in_id_order(sqlite_url: str) -> None:
+    """Seeding the near-duplicate index reads the domain's documents in id order, batch by batch, by walking the
+    table: the plan must not sort the whole domain again for every batch (it did, through the domain index)."""
+    import numpy as np
+
+    from store import documents as ds
+
+    store = open_store(sqlite_url)
+    fin = ds.ensure_source(store, name="f", domain="financial", path=None)
+    cs = ds.ensure_source(store, name="c", domain="customer_service", path=None)
+    sig = np.arange(16, dtype=np.uint16).tobytes()
+    rows = [{"domain": dom, "source_id": src, "raw_text": f"t{i}", "text": f"t{i}", "content_hash": f"h{i}",
+             "n_tokens": 1, "n_sentences": 1, "minhash": sig}
+            for i, (dom, src) in enumerate([("financial", fin), ("customer_service", cs)] * 5)]
+    with store.connect() as conn:
+        insert_ignore(conn, Document.__table__, rows, conflict=["domain", "content_hash"])
+    with store.connect() as conn:
+        plan = " ".join(r[-1] for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + ds._INDEX_ROWS_SQLITE,
+                                                             ("financial", 0, 2)))
+    assert "INTEGER PRIMARY KEY" in plan and "TEMP B-TREE" not in plan, plan
+    parts = list(ds.iter_index_rows(store, domain="financial", num_perm=8, batch=2))
+    assert [p.ids.tolist() for p in parts] == [[1, 3], [5, 7], [9]]
+    assert [h for p in parts for h in p.content_hashes] == ["h0", "h2", "h4", "h6", "h8"]
+    store.close()
