@@ -156,6 +156,30 @@ def test_columns_store_what_rows_store(bulk_store: Store) -> None:
     assert got_b[:500] == got_a and len(got_b) == 505
 
 
+def test_constant_columns_store_what_bound_values_store(bulk_store: Store) -> None:
+    """A column with one value in every row is written as a literal on SQLite: it must store what binding each
+    value stores, for quotes, NULL and values Python calls equal but that differ in type (1, True, 1.0)."""
+    sid = _source(bulk_store)
+    for domain, ext, group in (("mixed", [1, True, 1.0], ["it's"] * 3), ("same", [7, 7, 7], [None] * 3)):
+        rows = _docs(sid, range(3), domain=domain)
+        columns = {k: [r[k] for r in rows] for k in rows[0]}
+        columns["external_id"], columns["group_key"] = ext, group
+        with bulk_store.connect() as conn:
+            assert insert_ignore(conn, Document.__table__, columns, conflict=["domain", "content_hash"]) == 3
+        # The same values bound one row at a time (a single row is never written as literals).
+        for k in range(3):
+            one = {key: [v[k]] for key, v in columns.items()}
+            one["domain"], one["content_hash"] = [domain + "_1"], [f"{k:040d}"]
+            with bulk_store.connect() as conn:
+                assert insert_ignore(conn, Document.__table__, one, conflict=["domain", "content_hash"]) == 1
+        with bulk_store.connect() as conn:
+            got = [conn.execute(select(Document.external_id, Document.group_key, Document.source_id)
+                                .where(Document.domain == d).order_by(Document.id)).all()
+                   for d in (domain, domain + "_1")]
+        assert got[0] == got[1]
+        assert [g[1] for g in got[0]] == group
+
+
 def test_values_binary_copy_cannot_take_go_as_before(bulk_store: Store) -> None:
     sid = _source(bulk_store)
     rows = _docs(sid, range(N))
