@@ -358,6 +358,7 @@ _DIGIT_TYPES = frozenset({"IBAN", "CARD", "SSN", "PHONE", "ROUTING", "ACCOUNT"})
 
 
 def _plan(types: Collection[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The chosen types in masking order, and those of them that need no digits (what most texts need checked)."""
     if isinstance(types, str):
         types = (types,)
     unknown = sorted(set(types) - set(PII_TYPES))
@@ -368,7 +369,7 @@ def _plan(types: Collection[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
         )
     chosen = set(types)
     ordered = tuple(t for t in _ORDER if t in chosen)
-    return ordered, tuple(t for t in ordered if t in _DIGIT_TYPES)
+    return ordered, tuple(t for t in ordered if t not in _DIGIT_TYPES)
 
 
 def _mask_one(text: str, plan: tuple[tuple[str, ...], tuple[str, ...]], counts: Counter[str]) -> str:
@@ -377,13 +378,13 @@ def _mask_one(text: str, plan: tuple[tuple[str, ...], tuple[str, ...]], counts: 
             f"mask_pii expects str, found {type(text).__name__}: {text!r:.80}",
             hint="clean the texts first (clean_batch); drop missing values",
         )
-    ordered, digit_types = plan
+    ordered, without_digits = plan
     s = text
     while True:
         if _DIGIT_CLUSTER.search(s):
-            active: Sequence[str] = ordered
+            active = ordered
         else:
-            active = [t for t in ordered if t not in digit_types]
+            active = without_digits
             if not active or ("@" not in s and s.count(":") < 2 and s.count(".") < 3):
                 return s
         changed = False
