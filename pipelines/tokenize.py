@@ -447,6 +447,10 @@ def _received_splitter(digest: str, blob: bytes) -> SentenceSplitter:
 
 
 def _has_words(segment: str) -> bool:
+    # Most sentences start with a word character, which no hashtag, mention, placeholder or link can hold unless
+    # the sentence starts with the link: answered without scanning the sentence (str.isalnum is re's [^\W_]).
+    if segment[:1].isalnum() and not segment.startswith(("http", "www", "HTTP", "WWW")):
+        return True
     if "#" in segment or "@" in segment or "$" in segment or "<" in segment or "http" in segment or "www." in segment:
         segment = _NOT_CONTENT.sub("", segment)
     return _WORD_CHAR.search(segment) is not None

@@ -291,3 +291,13 @@ _OLD_CANDIDATE = re.compile(r"[.!?\u2026][\"'\u2019\u201d)\]]*\s+\S|\n\s*\S")
 @settings(max_examples=1000)
 def test_candidate_pattern_matches_the_same_texts_as_its_plain_form(text: str) -> None:
     assert bool(tk._CANDIDATE.search(text)) == bool(_OLD_CANDIDATE.search(text))
+
+
+@given(st.lists(st.sampled_from(["a", "Z", "7", "_", "#", "@", "$", "<URL>", "<", ">", "http://x", "https", "www.",
+                                  "wwwx", " ", ".", "é", "٣", "😀", "HTTP"]), max_size=12).map("".join)
+       | st.text(max_size=12))
+@settings(max_examples=2000)
+def test_has_words_shortcut_agrees_with_the_full_check(segment: str) -> None:
+    """A sentence starting with a word character is answered without the scan; the answer must be the scan's."""
+    full = tk._WORD_CHAR.search(tk._NOT_CONTENT.sub("", segment)) is not None
+    assert tk._has_words(segment) == full
