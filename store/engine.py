@@ -367,8 +367,9 @@ def _sqlite_insert_ignore(
 def _sqlite_insert_sql(
     conn: Connection, table: Table, names: list[str], defaults: dict[str, Any], conflict: Sequence[str]
 ) -> tuple[str, dict[str, Any]]:
-    """The INSERT for columns `names` then the defaults; returns it and the defaults that are bound (the others,
-    constants, are literals in the statement: no value to add to each row)."""
+    """The INSERT for columns `names` then the columns of `defaults` (a value for every row: a column's default, or
+    the one value a column has in every row); returns it and those values that are bound (the others, plain
+    scalars, are literals in the statement: no value to add to each row)."""
     inline = {n: lit for n, v in defaults.items() if (lit := _sqlite_literal(v)) is not None}
     bound = {n: v for n, v in defaults.items() if n not in inline}
     every = names + list(bound) + list(inline)
