@@ -48,6 +48,7 @@ __all__ = [
     "PII_TYPES",
     "mask_pii",
     "mask_batch",
+    "mask_each",
     "luhn_valid",
     "iban_valid",
     "aba_routing_valid",
@@ -411,3 +412,25 @@ def mask_batch(texts: Sequence[str], *, types: Collection[str] = PII_TYPES) -> t
     plan = _plan(types)
     counts: Counter[str] = Counter()
     return [_mask_one(t, plan, counts) for t in texts], counts
+
+
+def mask_each(
+    texts: Sequence[str], *, types: Collection[str] = PII_TYPES
+) -> tuple[list[str], list[dict[str, int] | None]]:
+    """`mask_pii` over many texts; returns the masked texts and each text's counts (None where nothing was masked).
+
+    Why per text: an ingest remembers what a raw text gave (see pipelines/prepare.py) and counts it again, without
+    masking it again, each time the text is repeated.
+    """
+    plan = _plan(types)
+    counts: Counter[str] = Counter()
+    masked: list[str] = []
+    found: list[dict[str, int] | None] = []
+    for t in texts:
+        masked.append(_mask_one(t, plan, counts))
+        if counts:
+            found.append(dict(counts))
+            counts.clear()
+        else:
+            found.append(None)
+    return masked, found

@@ -23,7 +23,7 @@ import numpy as np
 
 from pipelines.clean import clean_batch, normalize_batch
 from pipelines.dedup import MinHashParams, compact_signatures, signatures
-from pipelines.pii import mask_batch
+from pipelines.pii import mask_each
 from pipelines.tokenize import SentenceSplitter, count_tokens
 
 __all__ = ["GC_GEN0", "Prepared", "hash_prefixes", "prepare", "prepare_file", "read_result", "worker_init",
@@ -115,6 +115,57 @@ class _PreparedBefore:
         return fresh
 
 
+_RAW_MEMO_TEXTS = 50_000
+_EMPTY_HASH = hashlib.sha1(b"").hexdigest()  # the content hash of a text that is empty once normalized
+
+
+class _RawMemo:
+    """The content hashes of raw texts this process prepared recently in the same run, and what PII they held.
+
+    Why: exported data repeats rows verbatim (retweets, templated messages, re-exports; one row in seven on the
+    benchmark's 1M rows), and cleaning, masking and normalizing a text again gives what it gave before (the run
+    fixes domain and PII types). A repeat needs only its hash (which also says whether its normalized text is
+    empty) and its PII counts (its rows still count), not its masked text: `_PreparedBefore` already holds its
+    hash, so it is never new to this process. Two generations of `_RAW_MEMO_TEXTS` texts bound the memory (the
+    raw strings it keeps: about 30 MB at most).
+    """
+
+    scope: tuple[Any, ...] | None = None
+    young: dict[str, str] = {}
+    old: dict[str, str] = {}
+    pii: dict[str, dict[str, int]] = {}  # only texts with PII, of either generation
+
+    @classmethod
+    def start(cls, scope: tuple[Any, ...]) -> None:
+        if scope != cls.scope:
+            cls.scope, cls.young, cls.old, cls.pii = scope, {}, {}, {}
+
+    @classmethod
+    def remember(cls, texts: list[str], hashes: list[str], found: dict[str, dict[str, int]]) -> None:
+        cls.young.update(zip(texts, hashes, strict=True))
+        cls.pii.update(found)
+        if len(cls.young) >= _RAW_MEMO_TEXTS:
+            cls.old, cls.young = cls.young, {}
+            cls.pii = {t: c for t, c in cls.pii.items() if t in cls.old}
+
+
+def _clean_mask_key(
+    texts: list[str], *, domain: str, pii_types: list[str]
+) -> tuple[list[str], list[dict[str, int] | None], list[str], dict[str, float]]:
+    """Masked text, PII found and dedup key of each text, and the seconds each step took."""
+    secs: dict[str, float] = {}
+    t = time.perf_counter()
+    cleaned = clean_batch(texts, domain=domain)
+    now = time.perf_counter()
+    secs["clean"], t = now - t, now
+    masked, found = mask_each(cleaned, types=pii_types)
+    now = time.perf_counter()
+    secs["mask_pii"], t = now - t, now
+    keys = normalize_batch(masked)
+    secs["normalize"] = time.perf_counter() - t
+    return masked, found, keys, secs
+
+
 def prepare(
     *,
     texts: list[str],
@@ -126,7 +177,9 @@ def prepare(
 ) -> Prepared:
     """Clean, mask, normalize and hash every text; tokens, sentences and signatures for the new ones.
 
-    `scope` (a run): skip texts this process prepared for an earlier chunk of that run (see `_PreparedBefore`).
+    A text repeated in the chunk is prepared once. `scope` (a run): a text this process prepared for an earlier
+    chunk of that run is not prepared again (see `_RawMemo`), nor are its tokens, sentences and signature computed
+    again (see `_PreparedBefore`).
     """
     secs: dict[str, float] = {}
 
@@ -136,32 +189,80 @@ def prepare(
         return now
 
     t = time.perf_counter()
-    cleaned = clean_batch(texts, domain=domain)
-    t = lap("clean", t)
-    masked, pii_counts = mask_batch(cleaned, types=pii_types)
-    t = lap("mask_pii", t)
-    keys = normalize_batch(masked)
-    t = lap("normalize", t)
-    hashes = _sha1(keys)
+    # Each distinct text once (`uniq`, in the order met; `idx`: each row's), and what the memory holds of them.
+    pos: dict[str, int] = {}
+    idx = [pos.setdefault(text, len(pos)) for text in texts]
+    uniq = list(pos)
+    if scope is not None:
+        _RawMemo.start((scope, domain, tuple(pii_types)))
+        young, old = _RawMemo.young.get, _RawMemo.old.get
+        hash_u: list[str | None] = [young(text) or old(text) for text in uniq]
+    else:
+        hash_u = [None] * len(uniq)
+    fresh_k = [k for k, h in enumerate(hash_u) if h is None]
+    fresh = [uniq[k] for k in fresh_k]
+    t = lap("repeats", t)
+    masked, found, keys, steps = _clean_mask_key(fresh, domain=domain, pii_types=pii_types)
+    for name, v in steps.items():
+        secs[name] = secs.get(name, 0.0) + v
+    t = time.perf_counter()
+    fresh_hashes = _sha1(keys)
     t = lap("hash", t)
-    seen: set[str] = set()
+    where = [-1] * len(uniq)  # position in `fresh`
+    for j, k in enumerate(fresh_k):
+        hash_u[k] = fresh_hashes[j]
+        where[k] = j
+    pii_u = {k: c for k, c in zip(fresh_k, found, strict=True) if c}
+    if scope is not None:
+        found_here = {uniq[k]: c for k, c in pii_u.items()}
+        if len(fresh) < len(uniq):  # the remembered texts' PII, before `remember` may drop a generation
+            known = _RawMemo.pii
+            pii_u.update((k, known[uniq[k]]) for k in range(len(uniq)) if where[k] < 0 and uniq[k] in known)
+        _RawMemo.remember(fresh, fresh_hashes, found_here)
+    hashes: list[str] = [hash_u[k] for k in idx]  # type: ignore[misc]
+    times = np.bincount(np.asarray(idx, dtype=np.int64), minlength=len(uniq)) if idx else np.zeros(0, np.int64)
+    pii: Counter[str] = Counter()
+    for k, c in pii_u.items():
+        for name, v in c.items():
+            pii[name] += v * int(times[k])
+    blank = {k for k, h in enumerate(hash_u) if h == _EMPTY_HASH}
+    empty = [i for i, k in enumerate(idx) if k in blank] if blank else []
+    # The first row of each distinct non-empty hash, in row order (distinct texts are numbered in the order met).
+    first_row = np.unique(np.asarray(idx, dtype=np.int64), return_index=True)[1].tolist() if idx else []
+    seen: set[str | None] = set()
     first: list[int] = []
-    for i, (h, k) in enumerate(zip(hashes, keys, strict=True)):
-        if k and h not in seen:
+    for k, h in enumerate(hash_u):
+        if k not in blank and h not in seen:
             seen.add(h)
-            first.append(i)
+            first.append(first_row[k])
     first = _PreparedBefore.split(scope, hashes, first)
-    new_texts = [masked[i] for i in first]
+    # Masked texts and keys of the new rows: those prepared just now, or (rarely: `_PreparedBefore` forgot them)
+    # remembered texts, prepared again.
+    again = [texts[i] for i in first if where[idx[i]] < 0]
+    if again:
+        m2, _, k2, _ = _clean_mask_key(again, domain=domain, pii_types=pii_types)
+        redo = dict(zip(again, zip(m2, k2, strict=True), strict=True))
+    new_texts: list[str] = []
+    new_keys: list[str] = []
+    for i in first:
+        j = where[idx[i]]
+        if j >= 0:
+            new_texts.append(masked[j])
+            new_keys.append(keys[j])
+        else:
+            m, key = redo[texts[i]]
+            new_texts.append(m)
+            new_keys.append(key)
+    t = lap("repeats", t)
     n_tokens = count_tokens(new_texts)
     t = lap("tokenize", t)
     n_sents = splitter.count(new_texts)
     t = lap("sentences", t)
-    sigs = compact_signatures(signatures([keys[i] for i in first], params=params))
+    sigs = compact_signatures(signatures(new_keys, params=params))
     lap("minhash", t)
     # Only what the writer needs goes back (the result crosses a pipe): masked texts of the new rows only, and
     # the positions whose normalized text is empty instead of all normalized texts.
-    return Prepared(masked=new_texts, empty=[i for i, k in enumerate(keys) if not k], hashes=hashes, pii=pii_counts,
-                    first=first, n_tokens=list(n_tokens),
+    return Prepared(masked=new_texts, empty=empty, hashes=hashes, pii=pii, first=first, n_tokens=list(n_tokens),
                     n_sentences=list(n_sents), sigs=sigs, seconds=secs)
 
 
