@@ -115,7 +115,7 @@ class _PreparedBefore:
         return fresh
 
 
-_RAW_MEMO_TEXTS = 50_000
+_RAW_MEMO_TEXTS = 25_000
 _EMPTY_HASH = hashlib.sha1(b"").hexdigest()  # the content hash of a text that is empty once normalized
 
 
@@ -127,7 +127,7 @@ class _RawMemo:
     fixes domain and PII types). A repeat needs only its hash (which also says whether its normalized text is
     empty) and its PII counts (its rows still count), not its masked text: `_PreparedBefore` already holds its
     hash, so it is never new to this process. Two generations of `_RAW_MEMO_TEXTS` texts bound the memory (the
-    raw strings it keeps: about 30 MB at most).
+    raw strings it keeps: about 15 MB at most).
     """
 
     scope: tuple[Any, ...] | None = None
