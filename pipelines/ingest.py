@@ -37,6 +37,7 @@ from pipelines.dedup import ClusterPlan, MinHashParams, NearDupIndex, add_sorted
 from pipelines.prepare import (
     GC_GEN0,
     Prepared,
+    forget_runs,
     hash_prefixes,
     prepare,
     prepare_file,
@@ -345,6 +346,7 @@ def ingest_files(
             ) from exc
         raise
     finally:
+        forget_runs()  # what this process remembered of the run's texts (it prepared some, or all without workers)
         if spool is not None:
             shutil.rmtree(spool, ignore_errors=True)
     if pool is not None:

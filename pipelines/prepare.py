@@ -26,8 +26,8 @@ from pipelines.dedup import MinHashParams, compact_signatures, signatures
 from pipelines.pii import mask_each
 from pipelines.tokenize import SentenceSplitter, count_tokens
 
-__all__ = ["GC_GEN0", "Prepared", "hash_prefixes", "prepare", "prepare_file", "read_result", "worker_init",
-           "write_job"]
+__all__ = ["GC_GEN0", "Prepared", "forget_runs", "hash_prefixes", "prepare", "prepare_file", "read_result",
+           "worker_init", "write_job"]
 
 GC_GEN0 = 100_000
 
@@ -147,6 +147,16 @@ class _RawMemo:
         if len(cls.young) >= _RAW_MEMO_TEXTS:
             cls.old, cls.young = cls.young, {}
             cls.pii = {t: c for t, c in cls.pii.items() if t in cls.old}
+
+
+def forget_runs() -> None:
+    """Drop what this process remembers of the runs it prepared for (`_PreparedBefore`, `_RawMemo`).
+
+    Why: a long-lived process (a library caller, a nightly job) would otherwise keep up to a million hash prefixes
+    and 50k raw texts after its ingest returned; worker processes end with the run anyway.
+    """
+    _PreparedBefore.scope, _PreparedBefore.hashes = None, set()
+    _RawMemo.scope, _RawMemo.young, _RawMemo.old, _RawMemo.pii = None, {}, {}, {}
 
 
 def _clean_mask_key(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -18,7 +19,7 @@ from curation.cli import app
 from curation.config import Config
 from pipelines.ingest import ingest_files
 from store.documents import annotations_frame, documents_frame, quarantine_frame, store_status
-from store.engine import Store, open_store
+from store.engine import open_store
 from tests.conftest import REPO, shared_data
 
 SAMPLES = REPO / "pipelines" / "sample_data"
@@ -400,18 +401,26 @@ def test_clusters_survive_a_writer_that_came_first(store, tmp_path: Path, monkey
     assert after.loc[base, "id"] == base_id
 
 
-def _store_once_it_has(db: str, *, documents: int, timeout: float = 120) -> Store:
-    """The store at `db` once a running ingest has committed more than `documents` documents (or the timeout)."""
-    store = open_store(db)
+def _wait_for_documents(db: str, *, documents: int, timeout: float = 120) -> None:
+    """Return once a running ingest into the SQLite store `db` has committed more than `documents` documents (or at
+    the timeout).
+
+    Polled with plain reads and no store opened: the store's own transactions (opening it checks its migrations)
+    take SQLite's write lock first, and one waiting for it between the ingest's back-to-back transactions could
+    starve until the ingest had ended, too late to kill anything.
+    """
+    import sqlite3
+
+    path = db.removeprefix("sqlite:///")
     deadline = time.time() + timeout
     while time.time() < deadline:
-        time.sleep(0.1)
+        time.sleep(0.05)
         try:
-            if store_status(store)["documents"] > documents:
-                break
-        except Exception:  # the store may be locked or not created yet
+            with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1)) as conn:
+                if conn.execute("SELECT count(*) FROM documents").fetchone()[0] > documents:
+                    return
+        except sqlite3.Error:  # not created yet, or no documents table yet
             continue
-    return store
 
 
 @pytest.mark.slow
@@ -424,9 +433,10 @@ def test_killed_ingest_resumes_without_gaps_or_duplicates(tmp_path: Path) -> Non
            "--label-column", "category", "--db", db, "--config", str(cfg), "--json"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path,
                             env={**os.environ, "PYTHONPATH": str(REPO)})
-    store = _store_once_it_has(db, documents=1000)
+    _wait_for_documents(db, documents=1000)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    store = open_store(db)
     partial = store_status(store)["documents"]
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path,
                           env={**os.environ, "PYTHONPATH": str(REPO)}, check=True)
@@ -460,12 +470,13 @@ def test_a_killed_worker_fails_the_run_clearly_and_a_rerun_completes(tmp_path: P
            str(cfg), "--json"]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = psutil.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env)
-    store = _store_once_it_has(db, documents=1000)
+    _wait_for_documents(db, documents=1000)
     workers = [c for c in proc.children(recursive=True) if "spawn_main" in " ".join(c.cmdline())]
     assert workers, "the ingest runs one worker process"
     for w in workers:
         w.kill()
     _, err = proc.communicate(timeout=120)  # fails the run, does not hang
+    store = open_store(db)
     assert proc.returncode == 1, err[-2000:]
     assert "worker process stopped unexpectedly" in err and "run the same command again" in err
     partial = store_status(store)["documents"]

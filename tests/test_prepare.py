@@ -4,6 +4,7 @@ how much it computes, never what it returns."""
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -100,3 +101,26 @@ def test_mask_each_counts_per_text_what_mask_batch_counts_in_all() -> None:
     for c in found:
         total.update(c or {})
     assert total == want_counts and found[1] is None and found[0] == found[3]
+
+
+def test_an_ingest_forgets_the_texts_it_remembered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-process, the run's memories are gone once `ingest_files` returns (a long-lived caller keeps no texts)."""
+    import pandas as pd
+
+    from pipelines.ingest import ingest_files
+    from store.engine import open_store
+
+    data = tmp_path / "rows.csv"
+    pd.DataFrame({"text": [r for c in _chunks() for r in c]}).to_csv(data, index=False)
+    seen: list[int] = []
+    real = prep._RawMemo.remember
+
+    def spy(texts: list[str], hashes: list[str], found: dict[str, dict[str, int]]) -> None:
+        real(texts, hashes, found)
+        seen.append(len(prep._RawMemo.young) + len(prep._RawMemo.old))
+
+    monkeypatch.setattr(prep._RawMemo, "remember", spy)
+    r = ingest_files(open_store(f"sqlite:///{tmp_path / 's.db'}"), [data], domain="customer_service")
+    assert r["rows_read"] > 300 and r["duplicates"] > 0 and max(seen) > 0
+    assert prep._RawMemo.scope is None and not prep._RawMemo.young and not prep._RawMemo.old
+    assert prep._PreparedBefore.scope is None and not prep._PreparedBefore.hashes
